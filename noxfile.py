@@ -1,0 +1,81 @@
+"""Sessions: tests, lint, sweep, report, bench.
+
+torch is installed before the project from ``BITSWEEP_TORCH`` (default ``torch==2.13.0``, the CPU
+wheel on this machine's disk): installing lightning first would pull a multi-GB CUDA build.
+Venvs are reused, and the install is skipped when pyproject.toml and the torch spec are unchanged,
+so a second run starts in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+TORCH = os.environ.get("BITSWEEP_TORCH", "torch==2.13.0")
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    stamp = Path(session.virtualenv.location) / ".bitsweep-install"
+    key = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + TORCH.encode() + extras.encode()
+    ).hexdigest()
+    if stamp.exists() and stamp.read_text() == key:
+        session.log("dependencies unchanged; skipping install")
+        return
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]" if extras else ".")
+    stamp.write_text(key)
+
+
+def _quiet_env() -> dict[str, str]:
+    # Never prompt for a W&B login; one torch thread per worker is decided by the suite itself.
+    return {"WANDB_SILENT": "true", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (pytest args pass through: nox -s tests -- -k quant)."""
+    _install(session, "dev")
+    session.run("pytest", *(session.posargs or ["-q"]), env=_quiet_env())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def sweep(session: nox.Session) -> None:
+    """The main job: the default study on embedded data, then its report.
+
+    nox -s sweep -- sweeps/other.yaml --workers 2
+    """
+    _install(session, "")
+    args = session.posargs or ["sweeps/default.yaml"]
+    session.run("bitsweep", "sweep", *args, env=_quiet_env())
+    spec = next((a for a in args if a.endswith((".yaml", ".yml"))), "sweeps/default.yaml")
+    session.run("bitsweep", "report", spec, env=_quiet_env())
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Rebuild reports/<study>/ from a study's storage (default: the default study)."""
+    _install(session, "")
+    session.run("bitsweep", "report", *(session.posargs or ["sweeps/default.yaml"]),
+                env=_quiet_env())
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed and memory benchmarks (results go to BENCHMARKS.md by hand)."""
+    _install(session, "dev,bench")
+    for script in session.posargs or sorted(str(p) for p in (ROOT / "bench").glob("bench_*.py")):
+        session.run("python", script, env=_quiet_env())

@@ -1,0 +1,184 @@
+"""load_dataset: one name -> one DataSplits, for every dataset the suite knows.
+
+Fixed splits (all independent of the run seed, so val/test never move between runs):
+- digits: scikit-learn's 1,797 8x8 digits, stratified 60/20/20 train/val/test.
+- mnist, fashion-mnist: val = 5,000 stratified from the 60,000 train images; test = t10k.
+- cifar10: val = 5,000 stratified from the 50,000 train images; test = test_batch.
+- stdlib-text, tinyshakespeare: one text cut 90/5/5 into train/val/test, in order.
+- wikitext2, wikitext103: the official wiki.train/valid/test.raw files.
+`subset=n` keeps n seeded examples per class of train for images, and the first n windows of
+train for text (`seed` unused there: the text stays contiguous). val and test are never cut.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from suite.data.cifar import read_cifar10
+from suite.data.corpora import stdlib_corpus
+from suite.data.errors import DatasetError
+from suite.data.fetch import ensure_files
+from suite.data.idx import read_idx
+from suite.data.images import SPLIT_SEED, build_image_splits
+from suite.data.paths import resolve_data_dir
+from suite.data.splits import DataSplits, stratified_holdout
+from suite.data.text import build_text_splits, contiguous_split, normalise_text
+
+_VAL_FROM_TRAIN = 5_000
+_TEXT_FRACTIONS = (0.90, 0.05, 0.05)
+
+
+def _digits(subset: int | None, seed: int, **_) -> DataSplits:
+    from sklearn.datasets import load_digits  # slow import; only this dataset needs it
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.uint8)[:, None]  # values 0..16 -> (N, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    test = stratified_holdout(y, 0.2, SPLIT_SEED)
+    return build_image_splits(
+        "digits",
+        (x[~test], y[~test]),
+        (x[test], y[test]),
+        val=0.25,
+        num_classes=10,
+        image_kind="digit",
+        subset=subset,
+        seed=seed,
+    )
+
+
+def _idx_dataset(name: str, image_kind: str) -> Callable[..., DataSplits]:
+    def load(data_dir: Path, download: bool, subset: int | None, seed: int, **_) -> DataSplits:
+        directory = ensure_files(name, data_dir, download)
+
+        def pair(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+            x = read_idx(directory / f"{prefix}-images-idx3-ubyte.gz")
+            y = read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz")
+            if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+                raise DatasetError(
+                    f"{directory}/{prefix}-*: images {x.shape} and labels {y.shape} do not pair "
+                    "up as (N, H, W) and (N,); the files are corrupt or mixed up"
+                )
+            return x[:, None], y.astype(np.int64)
+
+        return build_image_splits(
+            name,
+            pair("train"),
+            pair("t10k"),
+            val=_VAL_FROM_TRAIN,
+            num_classes=10,
+            image_kind=image_kind,
+            subset=subset,
+            seed=seed,
+        )
+
+    return load
+
+
+def _cifar10(data_dir: Path, download: bool, subset: int | None, seed: int, **_) -> DataSplits:
+    directory = ensure_files("cifar10", data_dir, download)  # checksum before any unpickling
+    parts = read_cifar10(directory / "cifar-10-python.tar.gz")
+    return build_image_splits(
+        "cifar10",
+        parts["train"],
+        parts["test"],
+        val=_VAL_FROM_TRAIN,
+        num_classes=10,
+        image_kind="natural",
+        subset=subset,
+        seed=seed,
+    )
+
+
+def _stdlib_text(block_size: int, subset: int | None, **_) -> DataSplits:
+    parts = contiguous_split(normalise_text(stdlib_corpus()), _TEXT_FRACTIONS)
+    return build_text_splits("stdlib-text", parts, block_size, subset)
+
+
+def _decode(raw: bytes, source: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{source} is not UTF-8 text ({exc}); delete it and fetch again"
+        ) from exc
+
+
+def _tinyshakespeare(
+    data_dir: Path, download: bool, block_size: int, subset: int | None, **_
+) -> DataSplits:
+    path = ensure_files("tinyshakespeare", data_dir, download) / "input.txt"
+    text = normalise_text(_decode(path.read_bytes(), str(path)))
+    return build_text_splits(
+        "tinyshakespeare", contiguous_split(text, _TEXT_FRACTIONS), block_size, subset
+    )
+
+
+def _wikitext(name: str, archive: str) -> Callable[..., DataSplits]:
+    def load(
+        data_dir: Path, download: bool, block_size: int, subset: int | None, **_
+    ) -> DataSplits:
+        path = ensure_files(name, data_dir, download) / archive
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = {Path(m).name: m for m in zf.namelist()}
+                wanted = ("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw")
+                if missing := [w for w in wanted if w not in members]:
+                    raise DatasetError(f"{path} lacks {missing}; is it the *-raw-v1 archive?")
+                parts = tuple(
+                    normalise_text(_decode(zf.read(members[w]), f"{path}:{w}")) for w in wanted
+                )
+        except zipfile.BadZipFile as exc:
+            raise DatasetError(
+                f"{path} is not a zip archive ({exc}); delete it, fetch again"
+            ) from exc
+        return build_text_splits(name, parts, block_size, subset)
+
+    return load
+
+
+_LOADERS: dict[str, Callable[..., DataSplits]] = {
+    "cifar10": _cifar10,
+    "digits": _digits,
+    "fashion-mnist": _idx_dataset("fashion-mnist", "natural"),
+    "mnist": _idx_dataset("mnist", "digit"),
+    "stdlib-text": _stdlib_text,
+    "tinyshakespeare": _tinyshakespeare,
+    "wikitext103": _wikitext("wikitext103", "wikitext-103-raw-v1.zip"),
+    "wikitext2": _wikitext("wikitext2", "wikitext-2-raw-v1.zip"),
+}
+DATASETS: tuple[str, ...] = tuple(sorted(_LOADERS))
+EMBEDDED: tuple[str, ...] = ("digits", "stdlib-text")  # never need a file or the network
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+    block_size: int = 64,
+    download: bool = True,
+) -> DataSplits:
+    """Load dataset `name` as CPU tensors split into train/val/test (see the module doc).
+
+    data_dir: where downloads are cached and files are looked for; default $BITSWEEP_DATA_DIR,
+    else ~/.cache/bitsweep/data. subset: n examples per class of train (images) or the first n
+    windows of train (text). seed: picks the subset only. block_size: text window length.
+    download: False never touches the network and raises DatasetError if files are missing.
+    """
+    if name not in _LOADERS:
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if subset is not None and subset < 1:
+        raise DatasetError(f"subset={subset} must be a positive count or None")
+    return _LOADERS[name](
+        data_dir=resolve_data_dir(data_dir),
+        download=download,
+        subset=subset,
+        seed=seed,
+        block_size=block_size,
+    )

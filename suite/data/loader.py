@@ -1,0 +1,111 @@
+"""DeviceLoader: batches straight from tensors that sit on the training device.
+
+Small datasets fit in (GPU or host) memory whole, so a DataLoader's workers, collation and
+host-to-device copies are pure overhead here: a batch is an index_select on resident tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from suite.data.augment import Augment
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    # SeedSequence mixes (seed, epoch, stream) so nearby pairs give unrelated generators and no
+    # two pairs collide the way seed * K + epoch can.
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0])
+
+
+class DeviceLoader:
+    """Iterate (xb, yb) batches of `x`, `y`, reshuffled each epoch, optionally augmented.
+
+    Epoch e's order comes from a generator seeded by (seed, e), and so does its augmentation
+    (a generator on the data's device), so a run is reproducible and each epoch differs. Every
+    `iter()` starts the next epoch; `set_epoch` picks one explicitly, and state_dict /
+    load_state_dict carry the epoch through a Lightning checkpoint. `augment` must keep labels.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        augment: Augment | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} rows but y has {len(y)}; they must match")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if drop_last and len(x) < batch_size:
+            raise ValueError(
+                f"drop_last with batch_size={batch_size} > {len(x)} examples yields no batch; "
+                "lower batch_size or set drop_last=False"
+            )
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.augment = augment
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def to(self, device: torch.device | str) -> DeviceLoader:
+        """Move the tensors to `device` once; returns self so it chains."""
+        self.x = self.x.to(device)
+        self.y = self.y.to(device)
+        return self
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch `epoch`."""
+        self.epoch = epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.epoch
+        self.epoch += 1
+        return self._batches(epoch)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        order = None
+        if self.shuffle:
+            # randperm on a CPU generator gives the same order on every device.
+            cpu_gen = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch, 0))
+            order = torch.randperm(n, generator=cpu_gen).to(self.device)
+        augment, aug_gen = self.augment, None
+        if augment is not None:
+            aug_gen = torch.Generator(device=self.device)
+            aug_gen.manual_seed(_epoch_seed(self.seed, epoch, 1))
+        for b in range(len(self)):
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            if order is None:
+                xb, yb = self.x[lo:hi], self.y[lo:hi]
+            else:
+                idx = order[lo:hi]
+                xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+            if augment is not None and aug_gen is not None:
+                xb = augment(xb, aug_gen)
+            yield xb, yb

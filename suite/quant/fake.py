@@ -1,0 +1,92 @@
+"""Fake quantisation with straight-through estimators.
+
+The forward value is exactly the grid value (not ``w + (q - w).detach()``, whose float rounding can
+land one ulp off the grid); the backward pass is the identity for the weights, as in both papers
+(``W_q = W + stop_gradient(Quant(W) - W)``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def level_indices(w: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
+    """Index 0..N-1 of the nearest grid level. Even N has no zero level, so a weight of exactly 0
+    maps to -s/2 (index N/2 - 1), never to 0: binary never silently becomes ternary."""
+    half = (n - 1) / 2
+    return torch.clamp(torch.round(w / scale + half), 0, n - 1)
+
+
+def grid_values(indices: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
+    return (indices - (n - 1) / 2) * scale
+
+
+def binary_indices(p: torch.Tensor) -> torch.Tensor:
+    """Binary normalized rule (arXiv 2509.07025, Eq. 1): 1 where p > mean(p), else 0."""
+    return (p > p.mean()).to(p.dtype)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Returns ``q`` in the forward pass; passes the gradient to ``w`` unchanged."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        return q
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return grad, None
+
+
+class _LearnedStep(torch.autograd.Function):
+    """LSQ (Esser et al. 2020): straight-through inside the grid's range, zero outside; the step
+    gets ``sum(grad * dq/ds) / sqrt(numel * Qp)``."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, s: torch.Tensor, n: int) -> torch.Tensor:  # noqa: ANN001
+        half = (n - 1) / 2
+        v = w / s
+        idx = torch.clamp(torch.round(v + half), 0, n - 1)
+        inside = (v + half >= -0.5) & (v + half <= n - 0.5)
+        ctx.save_for_backward(v, idx, inside, s)
+        ctx.n = n
+        return (idx - half) * s
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        v, idx, inside, s = ctx.saved_tensors
+        half = (ctx.n - 1) / 2
+        grad_w = grad * inside
+        dq_ds = (idx - half) - v * inside
+        g = grad * dq_ds
+        gscale = 1.0 / (max(v.numel() / max(s.numel(), 1), 1) * max(half, 0.5)) ** 0.5
+        if s.dim() == 0 or s.numel() == 1:
+            grad_s = g.sum().reshape(s.shape) * gscale
+        else:
+            dims = tuple(d for d in range(g.dim()) if s.shape[d] == 1)
+            grad_s = g.sum(dim=dims, keepdim=True) * gscale
+        return grad_w, grad_s, None
+
+
+def fake_quantize(w: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
+    """Grid value of ``w`` with identity gradient; ``scale`` is a constant here."""
+    with torch.no_grad():
+        q = grid_values(level_indices(w, n, scale), n, scale)
+    return _StraightThrough.apply(w, q)
+
+
+def fake_quantize_learned(w: torch.Tensor, n: int, step: torch.Tensor) -> torch.Tensor:
+    return _LearnedStep.apply(w, step, n)
+
+
+def fake_binarize(p: torch.Tensor) -> torch.Tensor:
+    """{0, 1} at the tensor's own mean, identity gradient."""
+    with torch.no_grad():
+        q = binary_indices(p)
+    return _StraightThrough.apply(p, q)
+
+
+def example_normalize(z: torch.Tensor, dims: tuple[int, ...], eps: float = 1e-5) -> torch.Tensor:
+    """Parameter-free normalisation to zero mean, unit std over ``dims`` of each example."""
+    var, mean = torch.var_mean(z, dim=dims, keepdim=True, unbiased=False)
+    return (z - mean) * torch.rsqrt(var + eps)
