@@ -44,21 +44,38 @@ def _pad(x: torch.Tensor, pad: int, kind: str) -> torch.Tensor:
     return out
 
 
-def random_crop(x: torch.Tensor, pad: int, kind: str, g: torch.Generator) -> torch.Tensor:
-    """Pad by `pad` and cut each image's HxW window at its own random offset (a shift)."""
+def _reflect(pos: torch.Tensor, size: int) -> torch.Tensor:
+    # Same mapping as F.pad(mode="reflect"): -1 -> 1, size -> size - 2.
+    pos = pos.abs()
+    return torch.where(pos > size - 1, 2 * (size - 1) - pos, pos)
+
+
+def random_crop(
+    x: torch.Tensor, pad: int, kind: str, g: torch.Generator, flip: bool = False
+) -> torch.Tensor:
+    """Pad by `pad` and cut each image's HxW window at its own random offset (a shift); with
+    `flip`, also mirror each crop left-right with probability 0.5.
+
+    Offsets, flips and (for natural images) the reflection at the border all become one flat
+    source index per output pixel, so the batch costs a single gather: about 3x faster than
+    padding, gathering rows, then columns, then flipping.
+    """
     n, c, h, w = x.shape
-    padded = _pad(x, pad, kind)
     offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=g, device=x.device)
-    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (n, h)
-    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (n, w)
-    picked = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pad))
-    return picked.gather(3, cols[:, None, None, :].expand(n, c, h, w))
-
-
-def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Mirror left-right each image with probability 0.5."""
-    flip = torch.rand(x.shape[0], generator=g, device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+    k = torch.arange(w, device=x.device)
+    cols = k.expand(n, w)
+    if flip:
+        mirrored = torch.rand(n, generator=g, device=x.device) < 0.5
+        cols = torch.where(mirrored[:, None], w - 1 - k, k)
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (n, h), padded coordinates
+    cols = offsets[1, :, None] + cols  # (n, w)
+    if kind == "natural":
+        source, width = x, w
+        rows, cols = _reflect(rows - pad, h), _reflect(cols - pad, w)
+    else:
+        source, width = _pad(x, pad, kind), w + 2 * pad
+    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return source.reshape(n, c, -1).gather(2, flat).view(n, c, h, w)
 
 
 def cutout(x: torch.Tensor, size: int, kind: str, g: torch.Generator) -> torch.Tensor:
@@ -71,9 +88,12 @@ def cutout(x: torch.Tensor, size: int, kind: str, g: torch.Generator) -> torch.T
     k = torch.arange(w, device=x.device)[None, :]
     in_rows = (r >= top[:, None]) & (r < top[:, None] + size)  # (n, h)
     in_cols = (k >= left[:, None]) & (k < left[:, None] + size)  # (n, w)
-    mask = in_rows[:, None, :, None] & in_cols[:, None, None, :]
-    fill = x.amin(dim=(1, 2, 3), keepdim=True) if kind == "digit" else x.new_zeros(())
-    return torch.where(mask, fill, x)
+    keep = ~(in_rows[:, None, :, None] & in_cols[:, None, None, :])
+    # Arithmetic blending: several times faster than torch.where with a broadcast mask on CPU.
+    if kind == "digit":
+        background = x.amin(dim=(1, 2, 3), keepdim=True)
+        return x * keep + background * ~keep  # x * 1 + 0 is exactly x, unlike bg + (x - bg)
+    return x * keep
 
 
 @dataclass(frozen=True)
@@ -86,7 +106,7 @@ class BatchAugment:
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         h = x.shape[-2]
         if self.image_kind == "natural":
-            x = random_flip(random_crop(x, max(1, round(4 * h / 32)), "natural", g), g)
+            x = random_crop(x, max(1, round(4 * h / 32)), "natural", g, flip=True)
         else:
             x = random_crop(x, max(1, round(h / 14)), "digit", g)
         if self.name == "strong":

@@ -2,8 +2,8 @@
 
 Fixed splits (all independent of the run seed, so val/test never move between runs):
 - digits: scikit-learn's 1,797 8x8 digits, stratified 60/20/20 train/val/test.
-- mnist, fashion-mnist: val = 5,000 stratified from the 60,000 train images; test = t10k.
-- cifar10: val = 5,000 stratified from the 50,000 train images; test = test_batch.
+- mnist, fashion-mnist: val = 1/12 of train (5,000 of 60,000), stratified; test = t10k.
+- cifar10: val = 1/10 of train (5,000 of 50,000), stratified; test = test_batch.
 - stdlib-text, tinyshakespeare: one text cut 90/5/5 into train/val/test, in order.
 - wikitext2, wikitext103: the official wiki.train/valid/test.raw files.
 `subset=n` keeps n seeded examples per class of train for images, and the first n windows of
@@ -12,6 +12,7 @@ train for text (`seed` unused there: the text stays contiguous). val and test ar
 
 from __future__ import annotations
 
+import importlib.util
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,18 +27,37 @@ from suite.data.idx import read_idx
 from suite.data.images import SPLIT_SEED, build_image_splits
 from suite.data.paths import resolve_data_dir
 from suite.data.splits import DataSplits, stratified_holdout
-from suite.data.text import build_text_splits, contiguous_split, normalise_text
+from suite.data.text import build_text_splits, contiguous_split, normalise_text, normalise_utf8
 
-_VAL_FROM_TRAIN = 5_000
+# Held-out val as a fraction of train: 5,000 images on the real MNIST-likes (60,000) and CIFAR-10
+# (50,000); fractions keep the rule meaningful on the small files the tests serve.
+_VAL_MNIST = 1 / 12
+_VAL_CIFAR = 1 / 10
 _TEXT_FRACTIONS = (0.90, 0.05, 0.05)
 
 
-def _digits(subset: int | None, seed: int, **_) -> DataSplits:
-    from sklearn.datasets import load_digits  # slow import; only this dataset needs it
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (x uint8 (N, 8, 8) in 0..16, y int64)."""
+    # Importing sklearn costs ~1.5 s (scipy); its digits are one CSV it ships, which load_digits
+    # only parses. Read that file directly and fall back to load_digits if the layout moves.
+    spec = importlib.util.find_spec("sklearn")
+    roots = (spec.submodule_search_locations or []) if spec else []
+    for root in roots:
+        csv = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
+            return table[:, :-1].reshape(-1, 8, 8).astype(np.uint8), table[:, -1].astype(np.int64)
+    if spec is None:
+        raise DatasetError("dataset 'digits' needs scikit-learn: pip install scikit-learn")
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = bunch.images.astype(np.uint8)[:, None]  # values 0..16 -> (N, 1, 8, 8)
-    y = bunch.target.astype(np.int64)
+    return bunch.images.astype(np.uint8), bunch.target.astype(np.int64)
+
+
+def _digits(subset: int | None, seed: int, **_) -> DataSplits:
+    x, y = _digits_arrays()
+    x = x[:, None]  # (N, 1, 8, 8)
     test = stratified_holdout(y, 0.2, SPLIT_SEED)
     return build_image_splits(
         "digits",
@@ -69,7 +89,7 @@ def _idx_dataset(name: str, image_kind: str) -> Callable[..., DataSplits]:
             name,
             pair("train"),
             pair("t10k"),
-            val=_VAL_FROM_TRAIN,
+            val=_VAL_MNIST,
             num_classes=10,
             image_kind=image_kind,
             subset=subset,
@@ -80,13 +100,14 @@ def _idx_dataset(name: str, image_kind: str) -> Callable[..., DataSplits]:
 
 
 def _cifar10(data_dir: Path, download: bool, subset: int | None, seed: int, **_) -> DataSplits:
-    directory = ensure_files("cifar10", data_dir, download)  # checksum before any unpickling
+    # Pickles: checksum the tarball wherever it was found, before anything is unpickled.
+    directory = ensure_files("cifar10", data_dir, download, trust_system=False)
     parts = read_cifar10(directory / "cifar-10-python.tar.gz")
     return build_image_splits(
         "cifar10",
         parts["train"],
         parts["test"],
-        val=_VAL_FROM_TRAIN,
+        val=_VAL_CIFAR,
         num_classes=10,
         image_kind="natural",
         subset=subset,
@@ -99,20 +120,11 @@ def _stdlib_text(block_size: int, subset: int | None, **_) -> DataSplits:
     return build_text_splits("stdlib-text", parts, block_size, subset)
 
 
-def _decode(raw: bytes, source: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(
-            f"{source} is not UTF-8 text ({exc}); delete it and fetch again"
-        ) from exc
-
-
 def _tinyshakespeare(
     data_dir: Path, download: bool, block_size: int, subset: int | None, **_
 ) -> DataSplits:
     path = ensure_files("tinyshakespeare", data_dir, download) / "input.txt"
-    text = normalise_text(_decode(path.read_bytes(), str(path)))
+    text = normalise_utf8(path.read_bytes(), str(path))
     return build_text_splits(
         "tinyshakespeare", contiguous_split(text, _TEXT_FRACTIONS), block_size, subset
     )
@@ -129,9 +141,7 @@ def _wikitext(name: str, archive: str) -> Callable[..., DataSplits]:
                 wanted = ("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw")
                 if missing := [w for w in wanted if w not in members]:
                     raise DatasetError(f"{path} lacks {missing}; is it the *-raw-v1 archive?")
-                parts = tuple(
-                    normalise_text(_decode(zf.read(members[w]), f"{path}:{w}")) for w in wanted
-                )
+                parts = tuple(normalise_utf8(zf.read(members[w]), f"{path}:{w}") for w in wanted)
         except zipfile.BadZipFile as exc:
             raise DatasetError(
                 f"{path} is not a zip archive ({exc}); delete it, fetch again"

@@ -19,7 +19,9 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 
 # (module, name) pairs a numpy array pickle refers to; numpy 2 moved numpy.core to numpy._core.
+# _codecs.encode is how Python 3 writes bytes at protocol 2; it only converts text to bytes.
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"),

@@ -116,4 +116,5 @@ def download_file(remote: RemoteFile, urls: tuple[str, ...], dest_dir: Path) -> 
             failures.append(f"could not download {url}: {exc}")
         finally:
             tmp.unlink(missing_ok=True)
-    raise DatasetError(f"failed to fetch {remote.filename} into {dest_dir}: " + "; ".join(failures))
+    reasons = "; ".join(failures) or "no URL is known for it (set a mirror)"
+    raise DatasetError(f"failed to fetch {remote.filename} into {dest_dir}: {reasons}")

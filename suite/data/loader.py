@@ -26,9 +26,10 @@ class DeviceLoader:
     """Iterate (xb, yb) batches of `x`, `y`, reshuffled each epoch, optionally augmented.
 
     Epoch e's order comes from a generator seeded by (seed, e), and so does its augmentation
-    (a generator on the data's device), so a run is reproducible and each epoch differs. Every
-    `iter()` starts the next epoch; `set_epoch` picks one explicitly, and state_dict /
-    load_state_dict carry the epoch through a Lightning checkpoint. `augment` must keep labels.
+    (a generator on the data's device), so a run is reproducible and each epoch differs. Each
+    iteration started (first batch taken) is the next epoch; `set_epoch` picks one explicitly,
+    and state_dict / load_state_dict carry the epoch through a Lightning checkpoint (resuming at
+    an epoch boundary). `augment` must keep labels.
     """
 
     def __init__(
@@ -84,9 +85,11 @@ class DeviceLoader:
         self.epoch = int(state["epoch"])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A generator: the epoch is claimed at the first next(), so a caller that only probes
+        # iter() (Lightning checks iterability that way) does not use one up.
         epoch = self.epoch
         self.epoch += 1
-        return self._batches(epoch)
+        yield from self._batches(epoch)
 
     def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)

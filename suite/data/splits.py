@@ -13,7 +13,8 @@ from suite.data.errors import DatasetError
 _SPLIT_KEYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
-@dataclass(frozen=True)
+# eq=False: field-wise == on tensors raises; compare two loads by `checksum` instead.
+@dataclass(frozen=True, eq=False, repr=False)
 class DataSplits:
     """Train/val/test tensors of one dataset, on CPU, ready to hand to a DeviceLoader.
 
@@ -35,6 +36,14 @@ class DataSplits:
     image_kind: str | None  # "digit" or "natural"; None for text
     checksum: str
     vocab: str | None = None  # char corpora: the characters, index = token id
+
+    def __repr__(self) -> str:
+        sizes = "/".join(str(len(t)) for t in (self.train_y, self.val_y, self.test_y))
+        return (
+            f"DataSplits({self.name!r}, {self.task}, train/val/test={sizes}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
+            f"checksum={self.checksum[:12]}...)"
+        )
 
 
 def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:

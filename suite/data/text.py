@@ -44,6 +44,28 @@ def normalise_text(text: str) -> bytes:
     return _BYTE_MAP[np.frombuffer(raw, dtype=np.uint8)].tobytes()
 
 
+_CHUNK = 1 << 24
+
+
+def normalise_utf8(raw: bytes, source: str) -> bytes:
+    """normalise_text of UTF-8 bytes, decoded in chunks so a WikiText-103-sized file never sits
+    in memory as one str (up to 4 bytes per char). Raises DatasetError if it is not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    out, carry = [], ""
+    try:
+        for start in range(0, len(raw), _CHUNK):
+            last = start + _CHUNK >= len(raw)
+            text = carry + decoder.decode(raw[start : start + _CHUNK], final=last)
+            # Hold back a trailing CR: its LF may open the next chunk.
+            carry = "\r" if text.endswith("\r") and not last else ""
+            out.append(normalise_text(text[: len(text) - len(carry)]))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{source} is not UTF-8 text ({exc}); delete it and fetch again"
+        ) from exc
+    return b"".join(out)
+
+
 def build_vocab(*parts: bytes) -> str:
     """Sorted characters that occur in any of the normalised parts."""
     counts = np.zeros(256, dtype=np.int64)

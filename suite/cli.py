@@ -1,0 +1,203 @@
+"""The `bitsweep` command: train, sweep, wandb-sweep, report, pack, unpack.
+
+Exit codes: 0 done (a diverged run is a result, so 0 too), 2 bad input (nothing written),
+1 a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from suite.config import ConfigError, RunConfig, config_fields
+
+
+def _parse_value(field: str, kind: str, text: str) -> Any:
+    if text.lower() in ("null", "none") and "None" in kind:
+        return None
+    base = kind.replace(" | None", "")
+    try:
+        if base == "int":
+            return int(text)
+        if base == "float":
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{field}={text!r}: must be a {'integer' if base == 'int' else 'number'}") from None
+    if base == "bool":
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{field}={text!r}: must be true or false")
+    if base.startswith("tuple"):
+        return tuple(t for t in text.split(",") if t)
+    return text
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for name, kind in config_fields().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=kind.upper()
+                            .replace(" | NONE", "?"), default=None,
+                            help=f"RunConfig.{name} ({kind})")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"--config {path}: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {path}: expected a mapping of RunConfig fields")
+        values.update(loaded)
+    for name, kind in config_fields().items():
+        text = getattr(args, name, None)
+        if text is not None:
+            values[name] = _parse_value(name, kind, text)
+    return RunConfig.from_dict(values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from suite.train import train
+
+    config = config_from_args(args)
+    result = train(config, args.out, wandb_dir=args.wandb_dir)
+    keys = ("model", "precision", "val_acc", "test_acc", "diverged", "fit_seconds")
+    print(json.dumps({k: result.get(k) for k in keys}))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from suite.sweep import run_sweep
+    from suite.sweep_spec import load_spec
+
+    spec = load_spec(args.spec)
+    summary = run_sweep(spec, workers=args.workers, storage=args.storage, n_trials=args.n_trials,
+                        runs_root=Path(args.runs), threads=args.threads)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_wandb_sweep(args: argparse.Namespace) -> int:
+    from suite.sweep_spec import load_spec
+    from suite.wandb_sweep import wandb_sweep_config
+
+    config = wandb_sweep_config(load_spec(args.spec), runs_root=Path(args.runs))
+    text = yaml.safe_dump(config, sort_keys=False)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}; run it with: wandb sweep {args.out} && wandb agent <sweep-id>")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_agent_run(args: argparse.Namespace, extra: list[str]) -> int:
+    """The program a W&B agent calls: one configuration from --key=value flags."""
+    from suite.wandb_sweep import agent_run
+
+    result = agent_run(args.spec, extra, runs_root=Path(args.runs))
+    print(json.dumps({k: result.get(k) for k in ("model", "precision", "val_acc", "diverged")}))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from suite.report_cli import report_command
+
+    path = report_command(args.target, storage=args.storage, out_root=Path(args.out),
+                          runs_root=Path(args.runs), argv=sys.argv)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from suite.packing import pack_run
+
+    print(json.dumps(pack_run(Path(args.run_dir), Path(args.out) if args.out else None)))
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from suite.packing import unpack_file
+
+    print(json.dumps(unpack_file(Path(args.file), Path(args.out) if args.out else None)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bitsweep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one configuration; writes OUT/result.json")
+    p.add_argument("--config", help="YAML file of RunConfig fields (flags override it)")
+    p.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
+    p.add_argument("--wandb-dir", default=None, help="where W&B writes (default: the run dir)")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run a study from a sweep file with Optuna")
+    p.add_argument("spec", help="sweeps/<study>.yaml")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: file under runs/)")
+    p.add_argument("--n-trials", type=int, default=None, help="stop after M trials on this machine")
+    p.add_argument("--runs", default="runs", help="root of run directories (default runs/)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("wandb-sweep", help="export a W&B sweep config for the same study")
+    p.add_argument("spec")
+    p.add_argument("--out", default=None, help="write the YAML here (default: stdout)")
+    p.add_argument("--runs", default="runs")
+    p.set_defaults(func=cmd_wandb_sweep)
+
+    p = sub.add_parser("agent-run", help="(called by `wandb agent`) train one sweep configuration")
+    p.add_argument("spec")
+    p.add_argument("--runs", default="runs")
+    p.set_defaults(func=cmd_agent_run, takes_extra=True)
+
+    p = sub.add_parser("report", help="figures, tables and claims for a study")
+    p.add_argument("target", help="sweeps/<study>.yaml, or a study name with --storage")
+    p.add_argument("--storage", default=None)
+    p.add_argument("--out", default="reports", help="reports root (default reports/)")
+    p.add_argument("--runs", default="runs")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("pack", help="store a run's quantised weights at their real bit size")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default=None, help="packed file (default RUN_DIR/model.bsw)")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("unpack", help="rebuild a model from a packed file and check it loads")
+    p.add_argument("file")
+    p.add_argument("--out", default=None, help="also write the dequantised weights (safetensors)")
+    p.set_defaults(func=cmd_unpack)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if getattr(args, "takes_extra", False):
+            return args.func(args, extra)
+        return args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        # Bad input: say what and how to fix it, write nothing, exit 2 (like argparse).
+        print(f"bitsweep {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bitsweep: interrupted; finished runs are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,751 @@
+"""Packed model files: quantised weights stored at close to log2(N) bits each.
+
+A fake-quantised model saved with ``torch.save`` keeps its fp32 shadow weights, so a "1-bit"
+model file is as large as the fp32 one. This module stores each quantised tensor as its level
+indices packed near log2(N) bits per weight plus its fp32 grid step(s), keeps every other tensor
+as it is, and rebuilds an inference model whose quantised layers are ``frozen`` (they use the
+stored grid values as they are).
+
+Index packing
+-------------
+Indices 0..N-1 are packed in groups of ``g`` as one mixed-radix number
+``d_0 + d_1 N + ... + d_{g-1} N^(g-1)`` (``d_0`` is the first index of the group) of ``b`` bits,
+where ``N^g <= 2^b`` and ``b <= 64``. The groups' ``b``-bit words are concatenated least
+significant bit first into a tight byte stream (group ``i`` holds stream bits ``i*b .. i*b+b-1``;
+stream bit ``t`` is bit ``t % 8`` of byte ``t // 8``); the last group is padded with zero
+indices and the stream with zero bits to a whole byte. Per N, ``(g, b)`` is the pair with the
+smallest ``b/g`` (ties: the smaller ``g``), see :func:`group_for`. For N a power of two this is
+``g = 1, b = log2 N``: plain bit packing. For the resolutions of the papers:
+
+====  ===  ===  ============  =========  =====
+N     g    b    bits/weight   log2 N     ratio
+====  ===  ===  ============  =========  =====
+2     1    1    1.0000        1.0000     1.000
+3     29   46   1.5862        1.5850     1.001
+4     1    2    2.0000        2.0000     1.000
+5     3    7    2.3333        2.3219     1.005
+8     1    3    3.0000        3.0000     1.000
+9     17   54   3.1765        3.1699     1.002
+16    1    4    4.0000        4.0000     1.000
+17    11   45   4.0909        4.0875     1.001
+====  ===  ===  ============  =========  =====
+
+``bnn`` tensors ({0, 1}) are packed as N = 2 and carry no scale.
+
+File layout (version 1, all integers little-endian)
+---------------------------------------------------
+======  =======  =============================================================
+offset  size     field
+======  =======  =============================================================
+0       4        magic ``b"BSWP"``
+4       2        format version (u16), currently 1
+6       4        header length H in bytes (u32)
+10      4        CRC32 (``zlib.crc32``) of the header bytes (u32)
+14      H        header: UTF-8 JSON object (below)
+14+H    P        payload: the tensors' bytes, back to back, no alignment
+======  =======  =============================================================
+
+The header JSON object holds ``format`` (``"bitsweep-packed"``), ``payload_bytes`` (P),
+``payload_crc32`` (CRC32 of the payload), ``meta`` (the caller's JSON-serialisable dict, e.g.
+``{"model_spec": ...}``) and ``tensors``, a list in state_dict order of entries with ``name``
+(the state_dict key), ``kind`` and:
+
+``packed``  a quantised tensor: ``shape``, ``dtype`` (``"float32"``, of the dequantised
+            values), ``grid`` (``"levels"`` or ``"bnn"``), ``n``, ``g``,
+            ``b``, ``offset`` and ``length`` (bytes of the index stream within the payload),
+            ``index_dtype`` (``"uint8"``, or ``"int32"`` for N > 256) and ``scale``: null for bnn,
+            else ``{"shape", "offset", "length"}`` of the fp32 grid step(s), which broadcast
+            against ``shape`` (one scalar, or one per output channel). Value of index ``i``:
+            ``(i - (n-1)/2) * scale`` for ``levels``; ``i`` itself for ``bnn``.
+``fp32``    a float32 tensor: ``shape``, ``dtype``, ``offset``, ``length``; raw little-endian.
+``raw``     any other dtype (an int64 counter, a float16 buffer): as ``fp32``, ``dtype`` names it.
+``alias``   a tensor that is the same object as another entry (tied weights): ``target``.
+
+Reading uses only ``json`` and ``numpy.frombuffer``; nothing is unpickled. A file that is
+truncated, has trailing bytes, a bad magic, an unknown version, a checksum mismatch or an
+inconsistent header is refused with :class:`PackError`, naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from suite.quant.layers import QTensor, QuantMixin
+
+MAGIC = b"BSWP"
+FORMAT_VERSION = 1
+_PREAMBLE = struct.Struct("<HII")  # version, header length, header CRC32 (after the magic)
+PREAMBLE_BYTES = len(MAGIC) + _PREAMBLE.size
+MAX_WORD_BITS = 64
+# Groups per chunk when (un)packing: a multiple of 8, so every chunk starts on a byte boundary of
+# the stream, and small enough that the per-bit scratch arrays stay a few tens of MB.
+_CHUNK_GROUPS = 1 << 18
+
+_NP_DTYPES: dict[torch.dtype, str] = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",  # numpy has no bfloat16: stored as its raw 16-bit patterns
+    torch.int8: "int8",
+    torch.int16: "int16",
+    torch.int32: "int32",
+    torch.int64: "int64",
+    torch.uint8: "uint8",
+    torch.bool: "bool",
+}
+_TORCH_DTYPES = {name: dt for dt, name in _NP_DTYPES.items()}
+
+
+class PackError(ValueError):
+    """A packed file (or a model to pack) that cannot be used; the message says which and why."""
+
+
+# --------------------------------------------------------------------------- index packing
+
+
+@cache
+def group_for(n: int) -> tuple[int, int]:
+    """``(g, b)``: pack ``g`` indices of an N-level tensor into one ``b``-bit word.
+
+    The pair with the smallest ``b/g`` over ``g >= 1`` and ``b <= 64`` with ``N^g <= 2^b`` (ties go
+    to the smaller ``g``, so powers of two get plain ``log2 N``-bit packing).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"need an integer number of levels >= 2, got {n!r}")
+    best: tuple[Fraction, int, int] | None = None
+    g = 1
+    while True:
+        b = (n**g - 1).bit_length()  # bits of the largest group value N^g - 1
+        if b > MAX_WORD_BITS:
+            break
+        ratio = Fraction(b, g)
+        if best is None or ratio < best[0]:
+            best = (ratio, g, b)
+        g += 1
+    if best is None:
+        raise ValueError(f"N={n} levels do not fit a {MAX_WORD_BITS}-bit word")
+    return best[1], best[2]
+
+
+def packed_nbytes(count: int, g: int, b: int) -> int:
+    """Bytes of the index stream of ``count`` indices packed ``g`` per ``b``-bit word."""
+    return (-(-count // g) * b + 7) // 8
+
+
+def _word_dtype(b: int) -> np.dtype:
+    for size in (1, 2, 4, 8):
+        if b <= 8 * size:
+            return np.dtype(f"<u{size}")
+    raise ValueError(f"word of {b} bits exceeds {MAX_WORD_BITS}")
+
+
+def _work_dtype(b: int) -> np.dtype | None:
+    """Integer wide enough for a b-bit word shifted by up to 7 bits (None: b > 57)."""
+    for bits in (16, 32, 64):
+        if b + 7 <= bits:
+            return np.dtype(f"uint{bits}")
+    return None
+
+
+def _words_to_stream(v: np.ndarray, b: int) -> np.ndarray:
+    """The low ``b`` bits of each word, LSB first, as bytes (``len(v) * b`` bits, zero-padded)."""
+    m = len(v)
+    itemsize = v.dtype.itemsize
+    if b == 8 * itemsize:  # whole little-endian words are the stream already (e.g. N=256)
+        return v.view(np.uint8)
+    if b == 1:
+        return np.packbits(v, bitorder="little")
+    work = _work_dtype(b)
+    if work is None:  # 58..63-bit words: go through a bit array (8 bytes of scratch per bit)
+        bits = np.unpackbits(v.view(np.uint8).reshape(-1, itemsize), axis=1, bitorder="little")
+        return np.packbits(bits[:, :b].reshape(-1), bitorder="little")
+    # 8 words of b bits fill exactly b bytes: build those bytes column by column, each from the
+    # (at most ceil((b+7)/8)) words overlapping it, with whole-array shifts.
+    pad = (-m) % 8
+    if pad:
+        v = np.concatenate([v, np.zeros(pad, v.dtype)])
+    words = v.reshape(-1, 8)
+    out = np.zeros((len(words), b), np.uint8)
+    for j in range(8):
+        col = words[:, j].astype(work)
+        start = j * b
+        for k in range(start >> 3, ((start + b - 1) >> 3) + 1):
+            off = start - 8 * k  # where the word's bit 0 lands relative to byte k's bit 0
+            part = col << work.type(off) if off >= 0 else col >> work.type(-off)
+            out[:, k] |= part.astype(np.uint8)  # astype keeps the low 8 bits
+    return out.reshape(-1)[: (m * b + 7) // 8]
+
+
+def _stream_to_words(stream: np.ndarray, m: int, b: int) -> np.ndarray:
+    """Inverse of :func:`_words_to_stream`: ``m`` words of ``b`` bits from the byte stream."""
+    wd = _word_dtype(b)
+    itemsize = wd.itemsize
+    if b == 8 * itemsize:
+        return stream[: m * itemsize].view(wd)
+    if b == 1:
+        return np.unpackbits(stream, count=m, bitorder="little")
+    work = _work_dtype(b)
+    if work is None:
+        bits = np.unpackbits(stream, bitorder="little")[: m * b].reshape(m, b)
+        wide = np.zeros((m, 8 * itemsize), np.uint8)
+        wide[:, :b] = bits
+        return np.packbits(wide, axis=1, bitorder="little").view(wd).reshape(m)
+    blocks = -(-m // 8)
+    need = (m * b + 7) // 8
+    if stream.size == blocks * b:
+        raw = stream.reshape(blocks, b)
+    else:
+        raw = np.zeros(blocks * b, np.uint8)
+        raw[:need] = stream[:need]
+        raw = raw.reshape(blocks, b)
+    out = np.empty((blocks, 8), wd)
+    mask = work.type((1 << b) - 1)
+    for j in range(8):
+        start = j * b
+        k0, k1 = start >> 3, (start + b - 1) >> 3
+        acc = raw[:, k0].astype(work)
+        for k in range(k0 + 1, k1 + 1):
+            acc |= raw[:, k].astype(work) << work.type(8 * (k - k0))
+        out[:, j] = (acc >> work.type(start - 8 * k0)) & mask
+    return out.reshape(-1)[:m]
+
+
+def pack_indices(indices: np.ndarray | torch.Tensor, n: int) -> bytes:
+    """Pack level indices (any shape, values 0..n-1) into the stream described in the module doc."""
+    if isinstance(indices, torch.Tensor):
+        indices = indices.detach().cpu().numpy()
+    flat = np.ascontiguousarray(indices).reshape(-1)
+    count = flat.size
+    if count == 0:
+        return b""
+    # uint8 / int32 indices are the contract; a float 0/1 tensor still packs if it is integral.
+    if not np.issubdtype(flat.dtype, np.integer) and not np.array_equal(flat, np.round(flat)):
+        raise ValueError("indices must be integers")
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo < 0 or hi >= n:
+        raise ValueError(f"indices must lie in 0..{n - 1} for N={n}, found {lo}..{hi}")
+    g, b = group_for(n)
+    wd = _word_dtype(b)
+    digits = flat.astype(np.uint8 if n <= 256 else wd, copy=False)
+    groups = -(-count // g)
+    if groups * g != count:
+        digits = np.concatenate([digits, np.zeros(groups * g - count, digits.dtype)])
+    digits = digits.reshape(groups, g)
+    parts = []
+    for start in range(0, groups, _CHUNK_GROUPS):
+        d = digits[start : start + _CHUNK_GROUPS]
+        # Horner from the last digit down, in the word's own dtype: N^g <= 2^b cannot overflow.
+        v = d[:, g - 1].astype(wd)
+        for j in range(g - 2, -1, -1):
+            v *= wd.type(n)
+            v += d[:, j]
+        parts.append(_words_to_stream(v, b))
+    return b"".join(p.tobytes() for p in parts)
+
+
+def unpack_indices(data: bytes | np.ndarray, n: int, count: int,
+                   g: int | None = None, b: int | None = None) -> np.ndarray:
+    """Indices (flat, uint8; int32 for N > 256) from a stream made by :func:`pack_indices`.
+
+    Raises ValueError when the stream has the wrong length or holds a value no packing of
+    N-level indices can produce.
+    """
+    if g is None or b is None:
+        g, b = group_for(n)
+    out_dtype = np.uint8 if n <= 256 else np.int32
+    stream = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
+    need = packed_nbytes(count, g, b)
+    if stream.size != need:
+        raise ValueError(f"index stream has {stream.size} bytes, {count} indices need {need}")
+    if count == 0:
+        return np.zeros(0, out_dtype)
+    groups = -(-count // g)
+    out = np.empty((groups, g), out_dtype)
+    wd = _word_dtype(b)
+    bad = False
+    for start in range(0, groups, _CHUNK_GROUPS):
+        m = min(_CHUNK_GROUPS, groups - start)
+        lo = start * b // 8  # exact: start is a multiple of 8 groups
+        v = _stream_to_words(stream[lo : lo + packed_nbytes(m, 1, b)], m, b).astype(wd)
+        if g == 1:
+            # N may be 2^b itself (N=256 in uint8), which the word dtype cannot hold.
+            if n < 1 << b:
+                bad |= bool((v >= n).any())
+            out[start : start + m, 0] = v
+            continue
+        for j in range(g):
+            v, d = np.divmod(v, wd.type(n))
+            out[start : start + m, j] = d
+        # A word >= N^g (only a corrupted stream has one) leaves a non-zero quotient.
+        bad |= bool(v.any())
+    flat = out.reshape(-1)
+    if bad or flat[count:].any():
+        raise ValueError(f"index stream holds values outside the N={n} packing")
+    return flat[:count]
+
+
+def entropy_bits(indices: np.ndarray | torch.Tensor, n: int) -> float:
+    """Empirical entropy (bits per index) of the level indices: the size an entropy coder would
+    approach, below log2 N when some levels (e.g. zero in a ternary tensor) dominate."""
+    if isinstance(indices, torch.Tensor):
+        indices = indices.detach().cpu().numpy()
+    flat = np.asarray(indices).reshape(-1)
+    if flat.size == 0:
+        return 0.0
+    counts = np.bincount(flat.astype(np.int64), minlength=n)
+    p = counts[counts > 0] / flat.size
+    return float(-(p * np.log2(p)).sum())
+
+
+# --------------------------------------------------------------------------- stats
+
+
+@dataclass(frozen=True)
+class PackStats:
+    """What packing saved. ``bits_per_weight`` counts only the index streams (the scales are in
+    ``scale_bytes``), so it compares directly with log2 N and with the entropy."""
+
+    file_bytes: int
+    fp32_bytes: int             # the same state_dict at 4 bytes per float param/buffer
+    params_quantized: int       # elements of the packed tensors
+    bits_per_weight: float      # index-stream bits / params_quantized
+    entropy_bits_per_weight: float  # empirical index entropy, count-weighted over tensors
+    compression: float          # fp32_bytes / file_bytes
+    index_bytes: int = 0        # packed index streams
+    scale_bytes: int = 0        # fp32 grid steps of the packed tensors
+    other_bytes: int = 0        # tensors kept as they are (fp32 biases, norms, LSQ steps, ...)
+    header_bytes: int = 0       # magic, version, lengths, JSON header
+    levels: dict[str, int] = field(default_factory=dict)  # N (as text, "bnn") -> packed elements
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _stats(entries: list[dict[str, Any]], qtensors: dict[str, QTensor],
+           file_bytes: int, header_bytes: int) -> PackStats:
+    fp32_elems = 0
+    index_bytes = scale_bytes = other_bytes = 0
+    params_q = 0
+    entropy_sum = 0.0
+    levels: dict[str, int] = {}
+    for e in entries:
+        kind = e["kind"]
+        if kind == "alias":
+            continue
+        numel = math.prod(e["shape"])
+        if kind == "packed":
+            fp32_elems += numel
+            params_q += numel
+            index_bytes += e["length"]
+            if e["scale"] is not None:
+                scale_bytes += e["scale"]["length"]
+            entropy_sum += numel * entropy_bits(qtensors[e["name"]].indices, e["n"])
+            key = "bnn" if e["grid"] == "bnn" else str(e["n"])
+            levels[key] = levels.get(key, 0) + numel
+        else:
+            other_bytes += e["length"]
+            if _TORCH_DTYPES[e["dtype"]].is_floating_point:
+                fp32_elems += numel
+    fp32_bytes = 4 * fp32_elems
+    return PackStats(
+        file_bytes=file_bytes,
+        fp32_bytes=fp32_bytes,
+        params_quantized=params_q,
+        bits_per_weight=8.0 * index_bytes / params_q if params_q else 0.0,
+        entropy_bits_per_weight=entropy_sum / params_q if params_q else 0.0,
+        compression=fp32_bytes / file_bytes if file_bytes else 0.0,
+        index_bytes=index_bytes,
+        scale_bytes=scale_bytes,
+        other_bytes=other_bytes,
+        header_bytes=header_bytes,
+        levels=levels,
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _tensor_bytes(t: torch.Tensor) -> tuple[str, bytes]:
+    t = t.detach().cpu().contiguous()
+    name = _NP_DTYPES.get(t.dtype)
+    if name is None:
+        raise PackError(f"cannot store a tensor of dtype {t.dtype}")
+    if t.dtype == torch.bfloat16:
+        arr = t.view(torch.int16).numpy()
+    else:
+        arr = t.numpy()
+    return name, arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _quantized_entries(model: nn.Module) -> dict[str, tuple[QTensor, nn.Parameter]]:
+    """state_dict key -> (QTensor, the shadow parameter it replaces), for every QuantMixin layer."""
+    out: dict[str, tuple[QTensor, nn.Parameter]] = {}
+    for mod_name, module in model.named_modules():
+        if not isinstance(module, QuantMixin):
+            continue
+        prefix = f"{mod_name}." if mod_name else ""
+        for name, qt in module.quantized_tensors().items():
+            out[prefix + name] = (qt, getattr(module, name))
+    return out
+
+
+def _same_qtensor(a: QTensor, b: QTensor) -> bool:
+    if a.n != b.n or a.shape != b.shape or not torch.equal(a.indices, b.indices):
+        return False
+    if a.scale is None or b.scale is None:
+        return a.scale is None and b.scale is None
+    return torch.equal(a.scale, b.scale)
+
+
+def _pack(model: nn.Module, meta: dict[str, Any]) -> tuple[bytes, PackStats]:
+    if not isinstance(meta, dict):
+        raise PackError(f"meta must be a dict, got {type(meta).__name__}")
+    quant = _quantized_entries(model)
+    state = model.state_dict(keep_vars=True)
+    missing = [k for k in quant if k not in state]
+    if missing:
+        raise PackError(f"quantised tensors not in the model's state_dict: {missing}")
+    # Tensor identity -> first key storing it, so tied tensors are stored once.
+    owner: dict[int, str] = {}
+    entries: list[dict[str, Any]] = []
+    qtensors: dict[str, QTensor] = {}
+    chunks: list[bytes] = []
+    offset = 0
+
+    def put(data: bytes) -> tuple[int, int]:
+        nonlocal offset
+        chunks.append(data)
+        start, offset = offset, offset + len(data)
+        return start, len(data)
+
+    for key, tensor in state.items():
+        tid = id(tensor)
+        if tid in owner:
+            target = owner[tid]
+            if key in quant and target in quant:
+                if not _same_qtensor(quant[key][0], quant[target][0]):
+                    raise PackError(f"{key} and {target} are one tensor quantised two ways")
+            elif key in quant or target in quant:
+                # One user sees grid values, the other the shadow floats: a packed file can only
+                # give both the grid values, and that would change the model.
+                raise PackError(f"{key} is tied to {target} but only one of them is quantised")
+            entries.append({"name": key, "kind": "alias", "target": target})
+            continue
+        owner[tid] = key
+        if key in quant:
+            qt = quant[key][0]
+            grid = "bnn" if qt.scale is None else "levels"
+            g, b = group_for(qt.n)
+            off, length = put(pack_indices(qt.indices, qt.n))
+            entry: dict[str, Any] = {
+                "name": key, "kind": "packed", "shape": list(qt.shape), "dtype": "float32",
+                "grid": grid, "n": qt.n,
+                "g": g, "b": b, "offset": off, "length": length,
+                "index_dtype": "uint8" if qt.n <= 256 else "int32", "scale": None,
+            }
+            if qt.scale is not None:
+                s = qt.scale.detach().cpu().to(torch.float32).contiguous()
+                soff, slen = put(s.numpy().astype("<f4", copy=False).tobytes())
+                entry["scale"] = {"shape": list(s.shape), "offset": soff, "length": slen}
+            entries.append(entry)
+            qtensors[key] = qt
+            continue
+        dtype, data = _tensor_bytes(tensor)
+        off, length = put(data)
+        entries.append({
+            "name": key, "kind": "fp32" if dtype == "float32" else "raw", "shape":
+            list(tensor.shape), "dtype": dtype, "offset": off, "length": length,
+        })
+    payload = b"".join(chunks)
+    header = {
+        "format": "bitsweep-packed",
+        "payload_bytes": len(payload),
+        "payload_crc32": zlib.crc32(payload),
+        "tensors": entries,
+        "meta": meta,
+    }
+    try:
+        header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise PackError(f"meta is not JSON-serialisable: {exc}") from exc
+    preamble = MAGIC + _PREAMBLE.pack(FORMAT_VERSION, len(header_bytes), zlib.crc32(header_bytes))
+    data = preamble + header_bytes + payload
+    stats = _stats(entries, qtensors, len(data), len(preamble) + len(header_bytes))
+    return data, stats
+
+
+def pack_model(model: nn.Module, meta: dict[str, Any]) -> bytes:
+    """The packed file's bytes for ``model``; ``meta`` (JSON-serialisable) rides in the header."""
+    return _pack(model, meta)[0]
+
+
+def save_packed(model: nn.Module, path: str | os.PathLike[str],
+                meta: dict[str, Any]) -> PackStats:
+    """Write the packed file (atomically: a temporary file renamed into place) and say what it
+    saved."""
+    data, stats = _pack(model, meta)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return stats
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class PackedModel:
+    """A decoded packed file: quantised tensors as QTensors, the rest as tensors."""
+
+    source: str
+    header: dict[str, Any]
+    qtensors: dict[str, QTensor]
+    tensors: dict[str, torch.Tensor]
+    file_bytes: int
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.header["meta"]
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return self.header["tensors"]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor by its state_dict key; quantised ones dequantised to their grid values."""
+        out: dict[str, torch.Tensor] = {}
+        for e in self.entries:
+            if e["kind"] == "packed":
+                out[e["name"]] = self.qtensors[e["name"]].values().contiguous()
+            elif e["kind"] != "alias":
+                out[e["name"]] = self.tensors[e["name"]]
+        for e in self.entries:
+            if e["kind"] == "alias":
+                out[e["name"]] = out[e["target"]]
+        return {e["name"]: out[e["name"]] for e in self.entries}
+
+    def stats(self) -> PackStats:
+        header_bytes = self.file_bytes - self.header["payload_bytes"]
+        return _stats(self.entries, self.qtensors, self.file_bytes, header_bytes)
+
+
+def _fail(source: str, what: str) -> PackError:
+    return PackError(f"{source}: not a usable bitsweep packed file: {what}")
+
+
+def _check_shape(source: str, name: str, shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise _fail(source, f"malformed header: tensor {name!r} has shape {shape!r}")
+    return tuple(shape)
+
+
+def _segment(source: str, name: str, spec: dict[str, Any], payload: bytes,
+             expect: int) -> bytes:
+    off, length = spec.get("offset"), spec.get("length")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (off, length)):
+        raise _fail(source, f"malformed header: tensor {name!r} has offset/length {off!r}/{length!r}")
+    if length != expect:
+        raise _fail(source, f"malformed header: tensor {name!r} has {length} bytes, its shape "
+                            f"needs {expect}")
+    if off + length > len(payload):
+        raise _fail(source, f"malformed header: tensor {name!r} ends at byte {off + length} of a "
+                            f"{len(payload)}-byte payload")
+    return payload[off : off + length]
+
+
+def _decode_entry(source: str, e: dict[str, Any], payload: bytes,
+                  qtensors: dict[str, QTensor], tensors: dict[str, torch.Tensor]) -> None:
+    name = e["name"]
+    kind = e["kind"]
+    if kind == "alias":
+        return
+    shape = _check_shape(source, name, e.get("shape"))
+    numel = math.prod(shape)
+    if kind == "packed":
+        n, g, b, grid = e.get("n"), e.get("g"), e.get("b"), e.get("grid")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (n, g, b)) or not (
+            n >= 2 and g >= 1 and 1 <= b <= MAX_WORD_BITS and n**g <= 2**b
+        ):
+            raise _fail(source, f"malformed header: tensor {name!r} has n={n!r} g={g!r} b={b!r}")
+        if grid not in ("levels", "bnn") or (grid == "bnn") != (e.get("scale") is None) or (
+            grid == "bnn" and n != 2
+        ):
+            raise _fail(source, f"malformed header: tensor {name!r} has grid {grid!r} with "
+                                f"n={n} and scale {e.get('scale')!r}")
+        raw = _segment(source, name, e, payload, packed_nbytes(numel, g, b))
+        try:
+            idx = unpack_indices(raw, n, numel, g, b)
+        except ValueError as exc:
+            raise _fail(source, f"tensor {name!r}: {exc}") from exc
+        scale = None
+        if grid == "levels":
+            spec = e["scale"]
+            if not isinstance(spec, dict):
+                raise _fail(source, f"malformed header: tensor {name!r} has scale {spec!r}")
+            sshape = _check_shape(source, name, spec.get("shape"))
+            # The step broadcasts against the tensor (scalar or per output channel).
+            if len(sshape) > len(shape) or any(
+                s not in (1, d) for s, d in zip(reversed(sshape), reversed(shape))
+            ):
+                raise _fail(source, f"malformed header: tensor {name!r} of shape {list(shape)} "
+                                    f"has a scale of shape {list(sshape)}")
+            sraw = _segment(source, name + " scale", spec, payload, 4 * math.prod(sshape))
+            scale = torch.from_numpy(np.frombuffer(sraw, "<f4").astype(np.float32)).reshape(sshape)
+        qtensors[name] = QTensor(torch.from_numpy(idx.copy()).reshape(shape), scale, n, shape)
+        return
+    if kind in ("fp32", "raw"):
+        dtype = e.get("dtype")
+        if dtype not in _TORCH_DTYPES or (kind == "fp32") != (dtype == "float32"):
+            raise _fail(source, f"malformed header: tensor {name!r} has kind {kind} and dtype "
+                                f"{dtype!r}")
+        np_dtype = np.dtype("<i2") if dtype == "bfloat16" else np.dtype(dtype).newbyteorder("<")
+        raw = _segment(source, name, e, payload, numel * np_dtype.itemsize)
+        arr = np.frombuffer(raw, np_dtype).astype(np_dtype.newbyteorder("="))
+        t = torch.from_numpy(arr).reshape(shape)
+        tensors[name] = t.view(torch.bfloat16) if dtype == "bfloat16" else t
+        return
+    raise _fail(source, f"malformed header: tensor {name!r} has unknown kind {kind!r}")
+
+
+def unpack_bytes(data: bytes, source: str = "<bytes>") -> PackedModel:
+    """Decode a packed file held in memory; ``source`` names it in error messages."""
+    size = len(data)
+    if size < PREAMBLE_BYTES:
+        if size >= len(MAGIC) and data[: len(MAGIC)] != MAGIC:
+            raise _fail(source, f"bad magic {data[:4]!r} (expected {MAGIC!r})")
+        raise _fail(source, f"truncated: {size} bytes, the fixed preamble alone is "
+                            f"{PREAMBLE_BYTES}")
+    if data[: len(MAGIC)] != MAGIC:
+        raise _fail(source, f"bad magic {data[:4]!r} (expected {MAGIC!r})")
+    version, header_len, header_crc = _PREAMBLE.unpack_from(data, len(MAGIC))
+    if version != FORMAT_VERSION:
+        newer = " (written by a newer bitsweep)" if version > FORMAT_VERSION else ""
+        raise _fail(source, f"unsupported format version {version}{newer}; this reader "
+                            f"understands version {FORMAT_VERSION}")
+    if PREAMBLE_BYTES + header_len > size:
+        raise _fail(source, f"truncated: the header needs {header_len} bytes after the preamble, "
+                            f"the file has {size - PREAMBLE_BYTES}")
+    header_bytes = data[PREAMBLE_BYTES : PREAMBLE_BYTES + header_len]
+    if zlib.crc32(header_bytes) != header_crc:
+        raise _fail(source, "header checksum mismatch (the file is corrupted)")
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(source, f"header is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict) or not isinstance(header.get("tensors"), list) or not all(
+        isinstance(header.get(k), int) for k in ("payload_bytes", "payload_crc32")
+    ) or not isinstance(header.get("meta"), dict):
+        raise _fail(source, "malformed header: needs tensors, payload_bytes, payload_crc32, meta")
+    payload = data[PREAMBLE_BYTES + header_len :]
+    expected = header["payload_bytes"]
+    if len(payload) < expected:
+        raise _fail(source, f"truncated: payload has {len(payload)} of {expected} bytes")
+    if len(payload) > expected:
+        raise _fail(source, f"{len(payload) - expected} unexpected bytes after the payload")
+    if zlib.crc32(payload) != header["payload_crc32"]:
+        raise _fail(source, "payload checksum mismatch (the file is corrupted)")
+
+    qtensors: dict[str, QTensor] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    names: set[str] = set()
+    for e in header["tensors"]:
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str) or e["name"] in names:
+            raise _fail(source, f"malformed header: bad or repeated tensor entry {e!r:.200}")
+        names.add(e["name"])
+        _decode_entry(source, e, payload, qtensors, tensors)
+    for e in header["tensors"]:
+        if e["kind"] == "alias" and (e.get("target") not in names or e["target"] == e["name"]):
+            raise _fail(source, f"malformed header: alias {e['name']!r} targets "
+                                f"{e.get('target')!r}")
+    stored = {e["name"]: e for e in header["tensors"]}
+    for e in header["tensors"]:
+        if e["kind"] == "alias" and stored[e["target"]]["kind"] == "alias":
+            raise _fail(source, f"malformed header: alias {e['name']!r} targets another alias")
+    return PackedModel(source, header, qtensors, tensors, size)
+
+
+def read_packed(path: str | os.PathLike[str]) -> PackedModel:
+    """Decode a packed file, keeping the quantised tensors as QTensors (indices + scales)."""
+    path = Path(path)
+    return unpack_bytes(path.read_bytes(), str(path))
+
+
+def load_packed(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, meta)``: the state_dict holds the dequantised (grid) values of the quantised
+    tensors and every other tensor as stored; it loads into the model it came from."""
+    packed = read_packed(path)
+    return packed.state_dict(), packed.meta
+
+
+def _quant_keys(model: nn.Module) -> dict[str, tuple[str, int]]:
+    """state_dict key -> (grid, N) of every tensor the built model quantises."""
+    out: dict[str, tuple[str, int]] = {}
+    for mod_name, module in model.named_modules():
+        if not isinstance(module, QuantMixin):
+            continue
+        res = module.qconfig.resolution
+        if not res.quantized:
+            continue
+        prefix = f"{mod_name}." if mod_name else ""
+        grid = "bnn" if res.kind == "bnn" else "levels"
+        out[prefix + "weight"] = (grid, res.levels)
+        if module.bias is not None and module.qconfig.bias_quantized:
+            out[prefix + "bias"] = (grid, res.levels)
+    return out
+
+
+def packed_to_model(path: str | os.PathLike[str],
+                    build: Callable[[dict[str, Any]], nn.Module]) -> nn.Module:
+    """An inference model from a packed file: ``build(meta)`` makes the architecture, the grid
+    values are loaded and every QuantMixin layer is frozen (uses them as they are). The model is
+    returned in eval mode.
+
+    Refuses (PackError) a built model that quantises different tensors, or at a different N,
+    than the file holds: a frozen layer would silently run on the wrong values.
+    """
+    packed = read_packed(path)
+    model = build(packed.meta)
+    stored = {e["name"]: e for e in packed.entries}
+
+    def resolved(key: str) -> dict[str, Any] | None:
+        e = stored.get(key)
+        return stored.get(e["target"]) if e is not None and e["kind"] == "alias" else e
+
+    expected = _quant_keys(model)
+    for key, (grid, n) in expected.items():
+        e = resolved(key)
+        if e is None or e["kind"] != "packed" or e["grid"] != grid or e["n"] != n:
+            found = "absent" if e is None else (
+                f"{e['grid']} N={e['n']}" if e["kind"] == "packed" else f"stored as {e['kind']}")
+            want = "bnn" if grid == "bnn" else f"N={n}"
+            raise PackError(f"{path}: the model built from meta quantises {key} at {want}, "
+                            f"the file has it {found}")
+    extra = [k for k, e in stored.items() if e["kind"] == "packed" and k not in expected]
+    if extra:
+        raise PackError(f"{path}: the file holds quantised tensors the model built from meta does "
+                        f"not quantise: {extra}")
+    try:
+        model.load_state_dict(packed.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise PackError(f"{path}: does not fit the model built from meta: {exc}") from exc
+    for module in model.modules():
+        if isinstance(module, QuantMixin):
+            module.frozen = True
+    return model.eval()

@@ -1,0 +1,342 @@
+"""Assemble reports/<study>/: the CSVs, every figure in three formats, the tables, the claims, and
+report.md tying them together with the spec and the provenance.
+
+Nothing the study lacks stops the build: a figure or table that cannot be made is left out and
+report.md says why under "Could not compute". Only an unexpected error inside a figure is reported
+as such (with its message), so a bug does not hide behind a missing-data note.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from suite.report import style
+from suite.report.claims import claims_frame, evaluate_claims
+from suite.report.figures import FIGURES, FigureOutput, Unavailable
+from suite.report.frame import StudyFrames
+from suite.report.stats import ReportData, prepare
+from suite.report.tables import (
+    TableUnavailable,
+    budget_table,
+    claims_table,
+    failed_table,
+    summary_table,
+    to_latex,
+    to_markdown,
+)
+
+INLINE_ROWS = 80  # longer tables are linked from report.md rather than printed in it
+_PACKAGES = ("numpy", "pandas", "scipy", "matplotlib", "seaborn", "optuna", "torch")
+
+
+def build_report(
+    frames: StudyFrames,
+    out_dir: Path,
+    *,
+    study: str,
+    spec: dict | None = None,
+    command: str | None = None,
+    workers: int | None = None,
+) -> Path:
+    """Write the report of ``frames`` into ``out_dir`` and return the path of report.md.
+
+    ``workers``: processes drawing figures (default: ``default_workers()``).
+    """
+    out_dir = Path(out_dir)
+    for sub in ("figures", "tables"):
+        # Stale files from an earlier build of the same study would be shown as current.
+        shutil.rmtree(out_dir / sub, ignore_errors=True)
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    spec = spec if spec is not None else frames.spec
+    data = prepare(frames)
+    job = _FigureJob(data, out_dir / "figures", workers if workers is not None else
+                     default_workers())
+    frames.results.to_csv(out_dir / "results.csv", index=False)
+    frames.curves.to_csv(out_dir / "curves.csv", index=False)
+    notes: list[str] = []
+    if data.acc_col is None:
+        notes.append("no completed run reports an accuracy (test_acc, val_acc or best_val_acc)")
+    elif len(data.runs) and data.runs["acc"].isna().any():
+        lost = data.runs[data.runs["acc"].isna()]
+        n_div = int((lost["status"] == "diverged").sum())
+        notes.append(f"{len(lost)} completed run(s) ({n_div} diverged) report no "
+                     f"`{data.acc_col}`: left out of accuracy means, kept in stability counts")
+    claims = evaluate_claims(data)
+    claims_frame(claims).to_csv(out_dir / "tables" / "claims.csv", index=False)
+    table_notes: list[str] = []
+    tables = _tables(data, claims, out_dir / "tables", table_notes)
+    figures = job.collect(notes)
+    notes.extend(table_notes)
+    for c in claims:
+        if c.verdict == "inconclusive" and c.strata == 0:
+            notes.append(f"claim {c.id} ({c.claim}): inconclusive, {c.reason}")
+
+    md = _report_md(frames, data, study, spec, command, figures, tables, claims, notes)
+    path = out_dir / "report.md"
+    path.write_text(md)
+    return path
+
+
+# --- figures and tables ----------------------------------------------------------------------
+
+
+@dataclass
+class _Drawn:
+    """A saved figure as report.md needs it (the Figure itself stays in the worker)."""
+
+    name: str
+    title: str
+    caption: str
+
+
+_JOB: tuple[ReportData, Path] | None = None  # inherited by forked workers, never pickled
+
+
+def _draw_one(index: int) -> tuple[_Drawn | None, list[str]]:
+    assert _JOB is not None
+    data, fig_dir = _JOB
+    notes: list[str] = []
+    with style.paper_style():
+        out = _attempt(FIGURES[index], data, notes)
+        if out is None:
+            return None, notes
+        try:
+            style.save_figure(out.fig, fig_dir / out.name)
+        except Exception as exc:  # e.g. a full disk: say so in report.md, drop partial files
+            for path in fig_dir.glob(f"{out.name}.*"):
+                path.unlink()
+            notes.append(f"figure {out.name}: ERROR while saving ({type(exc).__name__}: {exc})")
+            return None, notes
+    return _Drawn(out.name, out.title, out.caption), notes + out.notes
+
+
+def default_workers() -> int:
+    """Processes for drawing figures: BITSWEEP_REPORT_WORKERS, else up to 2 (the figures are
+    few; rendering them three times each is what takes the time)."""
+    env = os.environ.get("BITSWEEP_REPORT_WORKERS")
+    if env and env.isdigit():
+        return max(1, int(env))
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+# Slowest first, so two workers finish together; the report keeps FIGURES order.
+_COST_ORDER = ("stability", "learning_curves", "gap_heatmap", "accuracy_vs_bits",
+               "epochs_to_fp32", "memory_vs_accuracy")
+
+
+class _FigureJob:
+    """Draws every figure, in forked workers while the caller writes CSVs and tables, or in
+    this process when there is one worker or no fork (macOS, Windows)."""
+
+    def __init__(self, data: ReportData, fig_dir: Path, workers: int):
+        global _JOB
+        _JOB = (data, fig_dir)
+        names = [f.__name__ for f in FIGURES]
+        rank = {n: i for i, n in enumerate(_COST_ORDER)}
+        self.order = sorted(range(len(FIGURES)), key=lambda i: rank.get(names[i], len(rank)))
+        self.pool = None
+        self.pending = None
+        if workers > 1 and "fork" in mp.get_all_start_methods():
+            try:
+                # fork shares the prepared frames with the workers without pickling them.
+                self.pool = mp.get_context("fork").Pool(min(workers, len(FIGURES)))
+                self.pending = self.pool.map_async(_draw_one, self.order, chunksize=1)
+            except OSError:
+                self.pool = None
+
+    def collect(self, notes: list[str]) -> list[_Drawn]:
+        global _JOB
+        try:
+            if self.pool is not None and self.pending is not None:
+                results = self.pending.get()
+            else:
+                results = [_draw_one(i) for i in self.order]
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+                self.pool.join()
+            _JOB = None
+        by_index = dict(zip(self.order, results, strict=True))
+        made = []
+        for i in range(len(FIGURES)):
+            drawn, fig_notes = by_index[i]
+            notes.extend(fig_notes)
+            if drawn is not None:
+                made.append(drawn)
+        return made
+
+
+def _attempt(make: Callable[[ReportData], FigureOutput], data: ReportData,
+             notes: list[str]) -> FigureOutput | None:
+    name = make.__name__
+    try:
+        return make(data)
+    except Unavailable as exc:
+        notes.append(f"figure {name}: not drawn, {exc}")
+    except Exception as exc:  # one broken figure must not cost the whole report
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        notes.append(f"figure {name}: ERROR while drawing ({tb})")
+    return None
+
+
+class _Table:
+    def __init__(self, name: str, title: str, df: pd.DataFrame, caption: str):
+        self.name, self.title, self.df, self.caption = name, title, df, caption
+
+
+def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list[_Table]:
+    acc = {"test_acc": "test", "val_acc": "final validation",
+           "best_val_acc": "best validation"}.get(data.acc_col or "", "")
+    out: list[_Table] = []
+    try:
+        out.append(_Table(
+            "summary", "Per-configuration summary", summary_table(data),
+            f"{acc.capitalize()} accuracy per configuration: mean ± std over seeds (n runs); gap "
+            "to the fp32 runs of the same setting with its Welch 95% interval; diverged runs; "
+            "mean validation-loss spikes; stored weight size.",
+        ))
+    except TableUnavailable as exc:
+        notes.append(f"table summary: not made, {exc}")
+    try:
+        df, fixed = budget_table(data)
+        held = f" Held fixed: {'; '.join(fixed)}." if fixed else ""
+        out.append(_Table(
+            "budget", "Best resolution under a memory budget", df,
+            f"Most accurate resolution per model when each weight may take at most the given "
+            f"number of bits (mean {acc} accuracy over seeds); a row appears only where a larger "
+            f"budget changes the answer.{held}",
+        ))
+    except TableUnavailable as exc:
+        notes.append(f"table budget: not made, {exc}")
+    out.append(_Table(
+        "claims", "Claims of the papers against this study", claims_table(claims),
+        "Each claim's statistic: difference in means over matched settings with a seeded "
+        "stratified bootstrap 95% CI; the verdict follows the rule in its row.",
+    ))
+    for t in out:
+        wide = len(t.df.columns) > 6
+        fmt = "lp{3.2cm}p{3cm}lp{1.8cm}p{3.2cm}lp{2.6cm}" if t.name == "claims" else None
+        (table_dir / f"{t.name}.tex").write_text(
+            to_latex(t.df, t.caption, f"tab:{t.name}", column_format=fmt, wide=wide))
+        (table_dir / f"{t.name}.md").write_text(to_markdown(t.df))
+    return out
+
+
+# --- report.md -------------------------------------------------------------------------------
+
+
+def _git_head() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> str:
+    parts = [f"python {platform.python_version()}"]
+    for pkg in _PACKAGES:
+        try:
+            parts.append(f"{pkg} {importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(parts)
+
+
+def _distinct(results: pd.DataFrame, col: str) -> str:
+    if col not in results:
+        return "not recorded"
+    vals = sorted({str(v) for v in results[col].dropna()})
+    return ", ".join(f"`{v}`" for v in vals) if vals else "not recorded"
+
+
+def _spec_text(frames: StudyFrames, spec: dict | None) -> str | None:
+    if frames.spec_yaml:
+        return frames.spec_yaml.rstrip()
+    if spec is None:
+        return None
+    try:
+        import yaml
+
+        return yaml.safe_dump(spec, sort_keys=False).rstrip()
+    except Exception:  # a spec yaml cannot dump is still worth showing
+        return json.dumps(spec, indent=2, default=str)
+
+
+def _report_md(frames, data, study, spec, command, figures, tables, claims, notes) -> str:
+    res = frames.results
+    counts = res["status"].value_counts().to_dict() if len(res) else {}
+    count_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = _git_head()
+    lines = [
+        f"# bitsweep report: {study}",
+        "",
+        f"Built {now}" + (f" with `{command}`." if command else "."),
+        "",
+        "## Provenance",
+        "",
+        f"- source: {frames.source or 'not recorded'}",
+        f"- runs: {len(res)} ({count_text}); accuracy used: "
+        f"`{data.acc_col or 'none'}`, shown in percent points",
+        f"- run code commit(s): {_distinct(res, 'git_commit')}; bitsweep version(s): "
+        f"{_distinct(res, 'version')}; torch: {_distinct(res, 'torch_version')}; "
+        f"device(s): {_distinct(res, 'device')}",
+        f"- report built from commit: `{head}`" if head else
+        "- report built from commit: unknown (not a git checkout or no commits yet)",
+        f"- report packages: {_versions()}",
+        f"- settings that tell configurations apart: {', '.join(data.axes) or 'none'}",
+        "- files: [results.csv](results.csv) (one row per run), [curves.csv](curves.csv) "
+        "(one row per run and epoch), [claims.csv](tables/claims.csv)",
+        "",
+        "## Could not compute",
+        "",
+    ]
+    lines += [f"- {n}" for n in dict.fromkeys(notes)] or ["- nothing: every part was computed"]
+    by_name = {t.name: t for t in tables}
+    lines += ["", "## Claims", "", by_name["claims"].caption, "",
+              to_markdown(by_name["claims"].df), "LaTeX: [tables/claims.tex](tables/claims.tex)",
+              "", "## Figures", ""]
+    if not figures:
+        lines.append("No figure could be drawn (see above).")
+    for f in figures:
+        lines += [
+            f"### {f.title}", "",
+            f"![{f.title}](figures/{f.name}.png)", "",
+            f.caption, "",
+            f"Files: [PDF](figures/{f.name}.pdf) · [SVG](figures/{f.name}.svg) · "
+            f"[PNG](figures/{f.name}.png)", "",
+        ]
+    lines += ["## Tables", ""]
+    for t in tables:
+        if t.name == "claims":
+            continue
+        lines += [f"### {t.title}", "", t.caption, ""]
+        if len(t.df) > INLINE_ROWS:
+            lines.append(f"{len(t.df)} rows: see [tables/{t.name}.md](tables/{t.name}.md).")
+        else:
+            lines.append(to_markdown(t.df))
+        lines += [f"LaTeX: [tables/{t.name}.tex](tables/{t.name}.tex)", ""]
+    failed = failed_table(data)
+    if len(failed):
+        lines += ["## Runs that did not finish", "", to_markdown(failed), ""]
+    lines += ["## Study spec", ""]
+    text = _spec_text(frames, spec)
+    lines += ["```yaml", text, "```"] if text else ["No spec was stored with the study."]
+    lines += ["", f"<!-- python {sys.version.split()[0]} -->", ""]
+    return "\n".join(lines)

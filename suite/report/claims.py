@@ -1,0 +1,284 @@
+"""The papers' claims, each checked against the study's runs with a written-down rule.
+
+Every claim compares two groups of runs that differ in one thing only (resolution, model size,
+augmentation, or zero in the grid). Runs are matched within a *stratum*: the same model, dataset,
+width, augmentation, epochs, ... (the setting axes) and, where it applies, the same resolution.
+The statistic is the mean over strata of mean(A) - mean(B), with a seeded stratified bootstrap
+95% interval (stats.stratified_bootstrap). A stratum counts only with at least MIN_RUNS finite
+values on each side; with no such stratum the verdict is inconclusive and says why.
+
+Instability of a run (claims 3 and 4) is its largest drop in validation accuracy between two
+epochs (``max_val_acc_drop``, points); a diverged run counts as losing its best accuracy, since it
+ended unusable whatever its last recorded drop was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from suite.report.stats import (
+    MATCH_TOLERANCE,
+    ReportData,
+    epochs_to_match,
+    points,
+    stratified_bootstrap,
+)
+
+SUPPORTED = "supported"
+CONTRADICTED = "contradicted"
+INCONCLUSIVE = "inconclusive"
+
+MIN_RUNS = 2  # per side and stratum: below this there is no spread to judge a difference by
+ACC_MARGIN = 2.0  # points: "about the same accuracy" means within +-2 points
+INSTABILITY_MARGIN = 1.0  # points of val-accuracy drop: smaller differences are "no effect"
+EPOCH_MARGIN = 1.0  # epochs: smaller differences in epochs-to-match are "no effect"
+LOW_RES_MAX_BITS = 2.5  # "low resolution" for claim 3: level grids of at most 2.32 bits
+
+
+@dataclass
+class ClaimResult:
+    id: str
+    claim: str
+    source: str
+    statistic: str
+    rule: str
+    estimate: float = float("nan")
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    strata: int = 0
+    n_a: int = 0
+    n_b: int = 0
+    verdict: str = INCONCLUSIVE
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    id: str
+    claim: str
+    source: str
+    statistic: str
+    rule: str
+
+
+_EQUIV_RULE = (
+    "supported if the 95% CI lies within ±{m:g} points; contradicted if it lies entirely outside "
+    "±{m:g}; otherwise inconclusive"
+)
+_EFFECT_RULE = (
+    "supported if the 95% CI lies above 0; contradicted if it lies below 0 or within ±{m:g} "
+    "{unit} (no effect); otherwise inconclusive"
+)
+
+SPECS: dict[str, _Spec] = {
+    "C1": _Spec(
+        "C1", "2.32-bit weights (5 levels) reach about the 32-bit accuracy",
+        "arXiv 2502.08795",
+        "acc(2.32) − acc(fp32), points, matched settings",
+        _EQUIV_RULE.format(m=ACC_MARGIN),
+    ),
+    "C2": _Spec(
+        "C2", "small low-resolution models need more epochs than large ones to match 32-bit",
+        "arXiv 2502.08795",
+        "extra epochs over fp32 to reach fp32 − 1 pt: smallest − largest width of a model, "
+        "per resolution (never reached = budget + 1)",
+        _EFFECT_RULE.format(m=EPOCH_MARGIN, unit="epoch"),
+    ),
+    "C3": _Spec(
+        "C3", "data augmentation destabilises low-resolution training", "arXiv 2502.08795",
+        f"instability (max val-acc drop, points) with − without augmentation, level grids "
+        f"≤ {LOW_RES_MAX_BITS:g} bits",
+        _EFFECT_RULE.format(m=INSTABILITY_MARGIN, unit="points"),
+    ),
+    "C4": _Spec(
+        "C4", "including zero as a weight value restores stability", "arXiv 2502.08795",
+        "instability (max val-acc drop, points) of 2^k levels − 2^k+1 levels, same bit budget k",
+        _EFFECT_RULE.format(m=INSTABILITY_MARGIN, unit="points"),
+    ),
+    "C5": _Spec(
+        "C5", "binary normalized networks (bnn) reach about the 32-bit accuracy",
+        "arXiv 2509.07025",
+        "acc(bnn) − acc(fp32), points, matched settings",
+        _EQUIV_RULE.format(m=ACC_MARGIN),
+    ),
+}
+
+
+def _instability(df: pd.DataFrame) -> pd.Series:
+    drop = points(df["max_val_acc_drop"])
+    lost = points(df["best_val_acc"])
+    diverged = df["diverged"].fillna(False).astype(bool)
+    return drop.where(~diverged, np.fmax(drop.fillna(0), lost.fillna(0)))
+
+
+def _strata(
+    df: pd.DataFrame, keys: list[str], side_a: pd.Series, side_b: pd.Series, value: pd.Series,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], int, int, int, int]:
+    """Paired groups per stratum with >= MIN_RUNS finite values a side; also the largest side
+    sizes seen in any stratum holding both sides (to explain an inconclusive verdict)."""
+    d = df.assign(_v=value, _a=side_a, _b=side_b)
+    d = d[d["_a"] | d["_b"]].dropna(subset=["_v"])
+    strata, n_a, n_b, best_a, best_b = [], 0, 0, 0, 0
+    for _, g in d.groupby(keys, dropna=False, sort=False):
+        a = g.loc[g["_a"], "_v"].to_numpy(float)
+        b = g.loc[g["_b"], "_v"].to_numpy(float)
+        if len(a) and len(b) and min(len(a), len(b)) > min(best_a, best_b):
+            best_a, best_b = len(a), len(b)
+        if len(a) >= MIN_RUNS and len(b) >= MIN_RUNS:
+            strata.append((a, b))
+            n_a += len(a)
+            n_b += len(b)
+    return strata, n_a, n_b, best_a, best_b
+
+
+def _decide(
+    spec: _Spec, strata, n_a: int, n_b: int, best: tuple[int, int], *, kind: str,
+    margin: float, missing: str | None, seed: int, n_boot: int,
+) -> ClaimResult:
+    res = ClaimResult(spec.id, spec.claim, spec.source, spec.statistic, spec.rule)
+    if missing:
+        res.reason = missing
+        return res
+    if not strata:
+        a, b = best
+        if a == 0 and b == 0:
+            res.reason = "no setting holds both groups of runs"
+        else:
+            res.reason = (f"fewer than {MIN_RUNS} runs per side in every matched setting "
+                          f"(best: {a} vs {b})")
+        return res
+    est, lo, hi = stratified_bootstrap(strata, n_boot=n_boot, seed=seed)
+    res.estimate, res.ci_low, res.ci_high = est, lo, hi
+    res.strata, res.n_a, res.n_b = len(strata), n_a, n_b
+    ci = f"95% CI [{lo:+.2f}, {hi:+.2f}]"
+    if kind == "equivalence":
+        if -margin <= lo and hi <= margin:
+            res.verdict, res.reason = SUPPORTED, f"{ci} within ±{margin:g}"
+        elif hi < -margin or lo > margin:
+            res.verdict, res.reason = CONTRADICTED, f"{ci} entirely outside ±{margin:g}"
+        else:
+            res.reason = f"{ci} crosses ±{margin:g}"
+    else:
+        if lo > 0:
+            res.verdict, res.reason = SUPPORTED, f"{ci} above 0"
+        elif hi < 0:
+            res.verdict, res.reason = CONTRADICTED, f"{ci} below 0"
+        elif -margin < lo and hi < margin:
+            res.verdict, res.reason = CONTRADICTED, f"{ci} within ±{margin:g}: no effect"
+        else:
+            res.reason = f"{ci} includes 0"
+    return res
+
+
+def _gap_claim(data: ReportData, spec: _Spec, label: str, seed: int, n_boot: int
+               ) -> ClaimResult:
+    runs = data.runs
+    missing = None
+    if runs.empty or data.acc_col is None:
+        missing = "no completed runs with an accuracy"
+    elif not (runs["precision"] == "fp32").any():
+        missing = "no fp32 runs"
+    elif not (runs["precision"] == label).any():
+        missing = f"no {label} runs"
+    if missing:
+        return _decide(spec, [], 0, 0, (0, 0), kind="equivalence", margin=ACC_MARGIN,
+                       missing=missing, seed=seed, n_boot=n_boot)
+    strata, n_a, n_b, *best = _strata(runs, data.axes, runs["precision"] == label,
+                                      runs["precision"] == "fp32", runs["acc"])
+    return _decide(spec, strata, n_a, n_b, tuple(best), kind="equivalence", margin=ACC_MARGIN,
+                   missing=None, seed=seed, n_boot=n_boot)
+
+
+def claim_2232(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+    return _gap_claim(data, SPECS["C1"], "2.32", seed, n_boot)
+
+
+def claim_bnn(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+    return _gap_claim(data, SPECS["C5"], "bnn", seed, n_boot)
+
+
+def claim_epochs(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+    spec = SPECS["C2"]
+    kw = {"kind": "effect", "margin": EPOCH_MARGIN, "seed": seed, "n_boot": n_boot}
+    runs = data.runs
+    missing = None
+    if runs.empty:
+        missing = "no completed runs"
+    elif data.curves.empty:
+        missing = "no per-epoch curves"
+    elif not (runs["precision"] == "fp32").any():
+        missing = "no fp32 runs to define the accuracy to reach"
+    elif "width" not in data.axes or runs.groupby("model")["width"].nunique().max() < 2:
+        missing = "no width variation: every model has one size"
+    if missing:
+        return _decide(spec, [], 0, 0, (0, 0), missing=missing, **kw)
+    em = epochs_to_match(data.frames, data.axes, MATCH_TOLERANCE)
+    em = em.assign(value=em["epoch_reached"].astype(float).fillna(em["budget"] + 1))
+    # Extra epochs over the fp32 runs of the same setting: a small fp32 model may be slow too.
+    base = (em[em["grid"] == "fp32"].groupby(data.axes, dropna=False)["value"].median()
+            .rename("fp32_epochs").reset_index())
+    em = em[em["grid"].isin(["zero", "no zero"])].merge(base, on=data.axes, how="inner")
+    if em.empty:
+        return _decide(spec, [], 0, 0, (0, 0), missing="no quantised run has a matched fp32 "
+                       "setting with curves", **kw)
+    em = em.assign(value=em["value"] - em["fp32_epochs"])
+    keys = [a for a in data.axes if a != "width"] + ["precision"]
+    size = em.groupby([a for a in keys if a != "precision"], dropna=False)["width"]
+    small = em["width"] == size.transform("min")
+    large = (em["width"] == size.transform("max")) & ~small
+    strata, n_a, n_b, *best = _strata(em, keys, small, large, em["value"])
+    return _decide(spec, strata, n_a, n_b, tuple(best), missing=None, **kw)
+
+
+def claim_augment(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+    spec = SPECS["C3"]
+    kw = {"kind": "effect", "margin": INSTABILITY_MARGIN, "seed": seed, "n_boot": n_boot}
+    runs = data.runs
+    low = runs[runs["grid"].isin(["zero", "no zero"]) & (runs["bits"] <= LOW_RES_MAX_BITS)] \
+        if len(runs) else runs
+    missing = None
+    if low.empty:
+        missing = f"no level-grid runs at ≤ {LOW_RES_MAX_BITS:g} bits"
+    elif low["augment"].nunique() < 2 or not (low["augment"] == "none").any():
+        missing = "no augmentation variation (needs runs with augment = none and with another)"
+    if missing:
+        return _decide(spec, [], 0, 0, (0, 0), missing=missing, **kw)
+    keys = [a for a in data.axes if a != "augment"] + ["precision"]
+    strata, n_a, n_b, *best = _strata(low, keys, low["augment"] != "none",
+                                      low["augment"] == "none", _instability(low))
+    return _decide(spec, strata, n_a, n_b, tuple(best), missing=None, **kw)
+
+
+def claim_zero(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+    spec = SPECS["C4"]
+    kw = {"kind": "effect", "margin": INSTABILITY_MARGIN, "seed": seed, "n_boot": n_boot}
+    runs = data.runs
+    grids = runs[runs["grid"].isin(["zero", "no zero"]) & runs["k"].notna()] if len(runs) \
+        else runs
+    missing = None
+    if grids.empty or grids["grid"].nunique() < 2:
+        missing = "needs both zero-free (2^k) and zero-included (2^k+1) grids"
+    if missing:
+        return _decide(spec, [], 0, 0, (0, 0), missing=missing, **kw)
+    keys = [*data.axes, "k"]
+    strata, n_a, n_b, *best = _strata(grids, keys, grids["grid"] == "no zero",
+                                      grids["grid"] == "zero", _instability(grids))
+    return _decide(spec, strata, n_a, n_b, tuple(best), missing=None, **kw)
+
+
+CLAIMS: tuple[Callable[..., ClaimResult], ...] = (
+    claim_2232, claim_epochs, claim_augment, claim_zero, claim_bnn,
+)
+
+
+def evaluate_claims(data: ReportData, *, seed: int = 0, n_boot: int = 2000) -> list[ClaimResult]:
+    return [check(data, seed=seed, n_boot=n_boot) for check in CLAIMS]
+
+
+def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
+    """Numbers kept as numbers (for claims.csv); tables.claims_table formats them for reading."""
+    return pd.DataFrame([r.__dict__ for r in results])

@@ -1,0 +1,554 @@
+"""The report's figures. Each function takes the prepared ReportData and returns a FigureOutput,
+or raises Unavailable with the reason when the study lacks what the figure needs.
+
+Means and intervals are computed with pandas (stats.py) and the aggregates are plotted, which keeps
+a 10,000-run study fast and makes figures and tables agree on every number. Seaborn draws the
+marks; matplotlib only adds what seaborn cannot (given intervals, reference lines, legends).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from suite.report import style
+from suite.report.frame import grid_kind, order_precisions
+from suite.report.stats import (
+    MATCH_TOLERANCE,
+    ReportData,
+    epochs_to_match,
+    headline_slice,
+    matched_gaps,
+    points,
+    summarize,
+)
+
+BNN_OFFSET = -0.12  # bnn sits at 1 bit like the binary grid; nudged left so neither hides
+
+
+class Unavailable(Exception):
+    """The study does not hold what a figure or table needs; the message says what is missing."""
+
+
+@dataclass
+class FigureOutput:
+    name: str
+    title: str
+    caption: str
+    fig: Figure
+    notes: list[str] = field(default_factory=list)
+
+
+# --- shared pieces ---------------------------------------------------------------------------
+
+
+def _grid(n: int, max_cols: int = 3, row_height: float = 2.1, extra: float = 0.7):
+    ncols = 2 if n == 4 else min(n, max_cols)
+    nrows = math.ceil(n / ncols)
+    fig, axes = style.new_figure(
+        nrows, ncols, width=style.figure_width(n), height=row_height * nrows + extra
+    )
+    style.hide_unused(axes, n)
+    return fig, axes
+
+
+def _x_bits(df: pd.DataFrame) -> pd.Series:
+    return df["bits"] + np.where(df["precision"] == "bnn", BNN_OFFSET, 0.0)
+
+
+def _fixed_text(fixed: list[str]) -> str:
+    return f" Held fixed: {'; '.join(fixed)}." if fixed else ""
+
+
+def _resolution_legend(fig: Figure, labels: Sequence[str], *, kind: str = "marker") -> None:
+    """Colour key shared by all figures; ``kind`` matches how the figure uses colour: markers
+    (shape = grid kind), lines, or patches (when shape means something else, e.g. the model)."""
+    handles = []
+    for label in labels:
+        color = style.color_for(label)
+        if kind == "marker":
+            marker = style.GRID_MARKERS.get(grid_kind(label) or "", "o")
+            handles.append(Line2D([], [], ls="", marker=marker, color=color, mec="0.15", mew=0.4,
+                                  label=label))
+        elif kind == "line":
+            handles.append(Line2D([], [], color=color, lw=1.5, label=label))
+        else:
+            handles.append(Patch(facecolor=color, edgecolor="0.15", lw=0.4, label=label))
+    ncols = min(len(handles), 10 if fig.get_figwidth() > 5 else 5)
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols,
+               title="weight resolution (bits; bnn = binary normalized)", columnspacing=1.0,
+               handletextpad=0.3)
+
+
+def _style_legend(fig: Figure, grids: Sequence[str], *, fp32_line: bool, extra=()) -> None:
+    handles = []
+    for g in ("no zero", "zero", "bnn"):
+        if g in grids:
+            dash = style.GRID_DASHES[g]
+            ls = (0, dash) if dash else "-"
+            handles.append(Line2D([], [], color=style.NEUTRAL, ls=ls if g != "bnn" else "",
+                                  marker=style.GRID_MARKERS[g], mfc="white", mec="0.15",
+                                  label=style.GRID_NAMES[g]))
+    if fp32_line:
+        handles.append(Line2D([], [], color="black", ls=":", lw=1, label="fp32 mean (95% CI band)"))
+    handles.extend(extra)
+    if handles:
+        per_row = (len(handles) if len(handles) <= 6 else math.ceil(len(handles) / 2)) \
+            if fig.get_figwidth() > 5 else 2
+        fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), per_row),
+                   handletextpad=0.4, columnspacing=1.2)
+
+
+def _points_with_ci(ax: Axes, a: pd.DataFrame, x: str, palette: dict[str, str]) -> None:
+    """Coloured mean markers and their 95% intervals (intervals given, so matplotlib draws them).
+    A t interval of 2-3 seeds with one diverged run can reach past 0-100%; it is cut there."""
+    ok = a["ci_lo"].notna()
+    ax.vlines(a.loc[ok, x], a.loc[ok, "ci_lo"].clip(lower=0), a.loc[ok, "ci_hi"].clip(upper=100),
+              colors=[palette[p] for p in a.loc[ok, "precision"]], lw=1.0, zorder=2)
+    sns.scatterplot(data=a, x=x, y="mean", hue="precision", palette=palette, style="grid",
+                    markers=style.GRID_MARKERS, ax=ax, legend=False, s=28, edgecolor="0.15",
+                    linewidth=0.4, zorder=3)
+
+
+def _grid_lines(ax: Axes, a: pd.DataFrame, x: str, y: str = "mean") -> None:
+    """Neutral lines joining the level grids of one family (zero in / zero out)."""
+    q = a[a["grid"].isin(["zero", "no zero"])]
+    if q.empty:
+        return
+    order = [g for g in ("no zero", "zero") if g in set(q["grid"])]
+    sns.lineplot(data=q, x=x, y=y, style="grid", style_order=order,
+                 dashes={g: style.GRID_DASHES[g] for g in order}, color=style.NEUTRAL,
+                 estimator=None, errorbar=None, sort=True, ax=ax, legend=False, lw=1.0, zorder=1)
+
+
+def _fp32_reference(ax: Axes, ref: pd.DataFrame, *, dash=":", label_band: bool = True) -> bool:
+    if ref.empty or pd.isna(ref["mean"].iloc[0]):
+        return False
+    row = ref.iloc[0]
+    ax.axhline(row["mean"], color="black", ls=dash, lw=1.0, zorder=1)
+    if label_band and pd.notna(row["ci_lo"]):
+        ax.axhspan(row["ci_lo"], row["ci_hi"], color="0.5", alpha=0.15, lw=0, zorder=0)
+    return True
+
+
+def _log_x(ax: Axes, values: pd.Series) -> None:
+    """Log x axis that keeps readable labels (1-2-5 steps) even when the data span < 1 decade."""
+    lo, hi = float(values.min()), float(values.max())
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 1.6, hi * 1.6)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _bits_axis(ax: Axes) -> None:
+    ax.set_xticks([1, 2, 3, 4])
+    ax.set_xlim(0.6, 4.4)
+    ax.set_xlabel("weight resolution (bits)")
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def accuracy_vs_bits(data: ReportData) -> FigureOutput:
+    runs = data.runs.dropna(subset=["acc"]) if len(data.runs) else data.runs
+    if runs.empty:
+        raise Unavailable("no completed run reports an accuracy")
+    df, fixed = headline_slice(runs, data.axes)
+    agg = summarize(df, ["family", "precision", "bits", "grid"], "acc")
+    families = sorted(agg["family"].unique())
+    labels = order_precisions(agg["precision"])
+    pal = style.palette(labels)
+    fig, axes = _grid(len(families))
+    notes = []
+    for ax, fam in zip(axes.flat, families, strict=False):
+        a = agg[agg["family"] == fam].assign(xb=lambda d: _x_bits(d))
+        _grid_lines(ax, a, "xb")
+        if not _fp32_reference(ax, a[a["precision"] == "fp32"]):
+            notes.append(f"accuracy vs bits, {fam}: no fp32 runs, so no 32-bit reference line")
+        _points_with_ci(ax, a[a["precision"] != "fp32"], "xb", pal)
+        _bits_axis(ax)
+        ax.set_ylabel(f"{_acc_name(data)} (%)")
+        style.panel_title(ax, fam)
+    _style_legend(fig, list(agg["grid"].unique()), fp32_line=(agg["precision"] == "fp32").any())
+    _resolution_legend(fig, [p for p in labels if p != "fp32"])
+    single = (agg["n"] <= 1).all()
+    if single:
+        notes.append("accuracy vs bits: one run per configuration, so no confidence intervals")
+    caption = (
+        f"{_acc_name(data).capitalize()} against weight resolution, one panel per model. Markers: "
+        "mean over seeds, bars: 95% t-interval; circles/solid = zero-free grids (2^k levels), "
+        "squares/dashed = zero-included grids (2^k+1 levels), star = binary normalized (bnn, "
+        "drawn at 1 bit, nudged left). Dotted line and band: fp32 mean and its 95% interval."
+        + _fixed_text(fixed)
+    )
+    return FigureOutput("accuracy_vs_bits", "Accuracy vs bits", caption, fig, notes)
+
+
+def gap_heatmap(data: ReportData) -> FigureOutput:
+    runs = data.runs.dropna(subset=["acc"]) if len(data.runs) else data.runs
+    if runs.empty:
+        raise Unavailable("no completed run reports an accuracy")
+    if not (runs["precision"] == "fp32").any():
+        raise Unavailable("no fp32 runs, so there is no 32-bit accuracy to take the gap to")
+    df, fixed = headline_slice(runs, data.axes, keep=["augment"])
+    gaps = matched_gaps(df, [*data.axes, "family"]).dropna(subset=["gap"])
+    if gaps.empty:
+        raise Unavailable(
+            "no quantised configuration has fp32 runs in the same setting "
+            f"({', '.join(data.axes)})"
+        )
+    augs = sorted(gaps["augment"].unique(), key=lambda a: (a != "none", a))
+    cols = order_precisions(gaps["precision"])
+    families = sorted(gaps["family"].unique())
+    # Robust colour limits: one diverged cell must not wash every other cell out to white.
+    vmax = max(2.0, float(np.nanquantile(np.abs(gaps["gap"]), 0.9)))
+    # Side by side while the cells stay wide enough for "-12.3 / ±4.5"; stacked otherwise.
+    stacked = len(cols) * len(augs) > 18
+    width = style.figure_width(2 if len(cols) * len(augs) > 6 else 1)
+    row_h = 0.32 * len(families) + 0.55
+    fig, axes = style.new_figure(len(augs) if stacked else 1, 1 if stacked else len(augs),
+                                 width=width,
+                                 height=(row_h * len(augs) + 0.5) if stacked else row_h + 0.95,
+                                 sharey=True, sharex=stacked)
+    mesh = None
+    for ax, aug in zip(axes.flat, augs, strict=True):
+        g = gaps[gaps["augment"] == aug]
+        gap = g.pivot_table(index="family", columns="precision", values="gap", dropna=False)
+        lo = g.pivot_table(index="family", columns="precision", values="gap_lo", dropna=False)
+        hi = g.pivot_table(index="family", columns="precision", values="gap_hi", dropna=False)
+        gap, lo, hi = (t.reindex(index=families, columns=cols) for t in (gap, lo, hi))
+        half = (hi - lo) / 2
+        # Series.map per column: DataFrame.map needs pandas >= 2.1, the project allows 2.0.
+        text = gap.apply(lambda col: col.map(_signed))
+        spread = half.apply(lambda col: col.map(lambda v: f"{v:.1f}"))
+        annot = np.where(gap.isna(), "", np.where(half.isna(), text, text + "\n±" + spread))
+        sns.heatmap(gap, annot=annot, fmt="", cmap="RdBu", center=0, vmin=-vmax, vmax=vmax,
+                    cbar=False, ax=ax, linewidths=0.6, linecolor="white",
+                    annot_kws={"fontsize": 5.5})
+        mesh = ax.collections[0]
+        last_row = not stacked or ax is axes.flat[-1]
+        ax.set_xlabel("weight resolution (bits)" if last_row else "")
+        ax.set_ylabel("model" if (ax is axes.flat[0] or stacked) else "")
+        ax.tick_params(axis="x", rotation=0, labelsize=6, labelbottom=last_row)
+        ax.tick_params(axis="y", rotation=0)
+        ax.grid(False)
+        style.panel_title(ax, f"augmentation: {aug}")
+    extend = "min" if np.nanmin(gaps["gap"]) < -vmax else "neither"
+    fig.colorbar(mesh, ax=list(axes.flat), label="gap to fp32 (points)", shrink=0.9, aspect=25,
+                 pad=0.01, extend=extend)
+    notes = []
+    if gaps["gap_lo"].isna().all():
+        notes.append("gap heat map: fewer than 2 runs per side everywhere, so no intervals")
+    caption = (
+        f"{_acc_name(data).capitalize()} gap to the fp32 runs of the same setting (points; "
+        "negative = worse than fp32), mean difference over seeds and its Welch 95% interval (±). "
+        "Blank: no matched runs." + _fixed_text(fixed)
+    )
+    return FigureOutput("gap_heatmap", "Accuracy gap to fp32", caption, fig, notes)
+
+
+def _signed(v: float) -> str:
+    text = f"{v:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
+def learning_curves(data: ReportData) -> FigureOutput:
+    curves = data.curves
+    if curves.empty or data.runs.empty:
+        raise Unavailable("no per-epoch curves were recorded")
+    df, fixed = headline_slice(data.runs, data.axes)
+    c = curves[curves["run_id"].isin(df["run_id"])].merge(
+        df[["run_id", "family"]], on="run_id")
+    text = c["task"] == "text"
+    c = c.assign(y=np.where(text, c["val_loss"], points(c["val_acc"])))
+    c = c.dropna(subset=["y"])
+    if c.empty:
+        raise Unavailable("the curves hold no validation values")
+    families = sorted(c["family"].unique())
+    labels = order_precisions(c["precision"])
+    pal = style.palette(labels)
+    fig, axes = _grid(len(families))
+    for ax, fam in zip(axes.flat, families, strict=False):
+        cf = c[c["family"] == fam]
+        sns.lineplot(data=cf, x="epoch", y="y", hue="precision", hue_order=labels, palette=pal,
+                     errorbar="sd", err_kws={"alpha": 0.15, "lw": 0}, ax=ax, legend=False,
+                     lw=1.0)
+        # Mark where diverged runs stop: their curves end there, not at the budget.
+        div = cf[cf["status"] == "diverged"].sort_values("epoch").groupby("run_id").tail(1)
+        if len(div):
+            ax.scatter(div["epoch"], div["y"], marker="x", s=18, linewidths=1.0, zorder=4,
+                       c=[pal[p] for p in div["precision"]])
+        is_text = (cf["task"] == "text").all()
+        ax.set_ylabel("validation loss (nats)" if is_text else "validation accuracy (%)")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        style.panel_title(ax, fam)
+    _resolution_legend(fig, labels, kind="line")
+    caption = (
+        "Validation accuracy (validation loss for language models) per epoch; line: mean over "
+        "seeds, band: ± one standard deviation across seeds; ×: last epoch of a run that "
+        "diverged (later epochs average the remaining seeds)." + _fixed_text(fixed)
+    )
+    return FigureOutput("learning_curves", "Learning curves", caption, fig)
+
+
+_STABILITY = (
+    ("spread", "seed spread of accuracy\n(std, points)"),
+    ("div_rate", "divergence rate (%)"),
+    ("spikes", "val-loss spikes per run"),
+)
+
+
+def _config_stability(data: ReportData, df: pd.DataFrame) -> pd.DataFrame:
+    keys = [*data.axes, "family", "precision", "bits", "grid", "k"]
+    return (
+        df.assign(div=df["diverged"].astype(float))
+        .groupby(keys, dropna=False, sort=False)
+        .agg(n=("run_id", "size"), spread=("acc", "std"), div_rate=("div", "mean"),
+             spikes=("loss_spikes", "mean"))
+        .reset_index()
+        .assign(div_rate=lambda d: d["div_rate"] * 100)
+    )
+
+
+def _augment_fill(aug: str, augs: list[str], color: str) -> tuple[object, object, float]:
+    """none: filled; the first augmentation: hollow; any further one: tinted."""
+    if aug == "none":
+        return color, "0.15", 0.4
+    others = [a for a in augs if a != "none"]
+    if others.index(aug) == 0:
+        return "white", color, 1.1
+    return to_rgba(color, 0.35), color, 1.1
+
+
+def _augment_panel(ax: Axes, by_aug: pd.DataFrame, metric: str, labels: list[str],
+                   augs: list[str]) -> None:
+    """Augmentation off vs on per resolution: side by side, filled = none, hollow = augmented,
+    joined by a thin line. Matplotlib: seaborn cannot draw hollow markers coloured by hue."""
+    xpos = {label: i for i, label in enumerate(labels)}
+    width = 0.56 / max(len(augs), 1)
+    offsets = {a: (j - (len(augs) - 1) / 2) * width for j, a in enumerate(augs)}
+    for label in labels:
+        d = by_aug[by_aug["precision"] == label]
+        d = d.assign(x=[xpos[label] + offsets[a] for a in d["augment"]]).sort_values("x")
+        if len(d) > 1:
+            ax.plot(d["x"], d[metric], color=style.NEUTRAL, lw=0.7, zorder=1)
+        color = style.color_for(label)
+        marker = style.GRID_MARKERS.get(grid_kind(label) or "", "o")
+        for _, row in d.iterrows():
+            face, edge, lw = _augment_fill(row["augment"], augs, color)
+            ax.scatter(row["x"], row[metric], marker=marker, s=24, zorder=3, facecolors=face,
+                       edgecolors=edge, linewidths=lw)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_xlabel("weight resolution (bits)")
+
+
+def stability(data: ReportData) -> FigureOutput:
+    if data.runs.empty:
+        raise Unavailable("no completed runs")
+    df, fixed = headline_slice(data.runs, data.axes, keep=["augment"])
+    cfg = _config_stability(data, df)
+    augs = sorted(cfg["augment"].dropna().unique(), key=lambda a: (a != "none", a))
+    labels = order_precisions(cfg["precision"])
+    pal = style.palette(labels)
+    fig, axes = style.new_figure(2, 3, width=style.DOUBLE_COLUMN_IN, height=4.8)
+    notes = []
+    for j, (metric, ylabel) in enumerate(_STABILITY):
+        # Top: augmentation off vs on. Models pooled: mean of the per-configuration values.
+        ax = axes[0, j]
+        by_aug = (cfg.groupby(["augment", "precision"], dropna=False)[metric]
+                  .mean().reset_index().dropna(subset=[metric]))
+        _augment_panel(ax, by_aug, metric, labels, augs)
+        ax.set_ylabel(ylabel)
+        style.panel_title(ax, f"({'abc'[j]}) augmentation off / on")
+        if by_aug.empty:
+            _empty_panel(ax, "needs ≥ 2 seeds\nper configuration" if metric == "spread"
+                         else "no data")
+        # Bottom: zero in vs out at equal bit budget k, pooled over augmentation and models.
+        ax = axes[1, j]
+        z = cfg[cfg["grid"].isin(["zero", "no zero"])]
+        by_k = (z.groupby(["k", "grid", "precision"], dropna=False)[metric].mean().reset_index()
+                .dropna(subset=[metric, "k"]))
+        if len(by_k):
+            # Nudge the two grids of one k apart so equal values do not hide each other.
+            by_k = by_k.assign(k=by_k["k"].astype(float)
+                               + np.where(by_k["grid"] == "zero", 0.07, -0.07))
+            _grid_lines(ax, by_k, "k", metric)
+            sns.scatterplot(data=by_k, x="k", y=metric, hue="precision", palette=pal, style="grid",
+                            markers=style.GRID_MARKERS, ax=ax, legend=False, s=24,
+                            edgecolor="0.15", linewidth=0.4, zorder=3)
+        ref = cfg[cfg["precision"] == "fp32"][metric].mean()
+        if pd.notna(ref):
+            ax.axhline(ref, color="black", lw=0.9, ls=":")
+        ax.set_xticks([1, 2, 3, 4])
+        ax.set_xlim(0.6, 4.4)
+        ax.set_xlabel("bit budget k")
+        ax.set_ylabel(ylabel)
+        style.panel_title(ax, f"({'def'[j]}) zero in / out")
+        if by_k.empty:
+            _empty_panel(ax, "needs ≥ 2 seeds\nper configuration" if metric == "spread"
+                         else "no level-grid data")
+    if cfg["spread"].isna().all():
+        notes.append("stability: one seed per configuration, so no seed spread")
+    if len(augs) < 2:
+        notes.append("stability: a single augmentation setting, so no augmentation comparison")
+    if not set(cfg["grid"]) >= {"zero", "no zero"}:
+        notes.append("stability: zero-included and zero-free grids are not both present")
+    extra = []
+    for a in augs:
+        face, _, _ = _augment_fill(a, augs, "0.45")
+        extra.append(Line2D([], [], ls="", marker="o", mfc=face, mec="0.3",
+                            label=f"augment: {a}"))
+    extra.append(Line2D([], [], color="black", lw=0.9, ls=":", label="fp32"))
+    _style_legend(fig, [g for g in cfg["grid"].unique() if g != "fp32"], fp32_line=False,
+                  extra=extra)
+    _resolution_legend(fig, labels)
+    caption = (
+        "Training stability against resolution. Per configuration (model x setting x "
+        "resolution): standard deviation of the accuracy across seeds, share of runs that "
+        "diverged, and mean count of validation-loss spikes per run, then averaged over models. "
+        "Top: each resolution without augmentation (filled, left) and with it (hollow, then "
+        "tinted for a second kind, left to right in legend order). "
+        "Bottom: zero-free grids (2^k levels, circles, solid) against zero-included grids "
+        "(2^k+1 levels, squares, dashed) at the same bit budget k, pooled over augmentation; "
+        "dotted: fp32." + _fixed_text(fixed)
+    )
+    return FigureOutput("stability", "Training stability", caption, fig, notes)
+
+
+def _empty_panel(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
+def epochs_to_fp32(data: ReportData) -> FigureOutput:
+    if data.curves.empty:
+        raise Unavailable("no per-epoch curves were recorded")
+    if not (data.runs["precision"] == "fp32").any():
+        raise Unavailable("no fp32 runs, so there is no 32-bit accuracy to reach")
+    df, fixed = headline_slice(data.runs, data.axes, keep=["width"])
+    em = epochs_to_match(data.frames, data.axes, MATCH_TOLERANCE)
+    em = em[em["run_id"].isin(df["run_id"])]
+    if em.empty:
+        raise Unavailable("no run has both curves and fp32 runs in its setting")
+    em = em.merge(df[["run_id", "family"]], on="run_id")
+    em = em.assign(reached=em["epoch_reached"].astype(float)
+                   .fillna(np.inf))
+    agg = (em.groupby(["dataset", "family", "precision", "params"], dropna=False)
+           .agg(median=("reached", "median"), budget=("budget", "max"),
+                share=("epoch_reached", lambda s: s.notna().mean()))
+           .reset_index())
+    families = sorted(agg["family"].dropna().unique())
+    labels = order_precisions(agg["precision"])
+    pal = style.palette(labels)
+    fig, axes = _grid(len(families), row_height=2.3)
+    for ax, fam in zip(axes.flat, families, strict=False):
+        a = agg[agg["family"] == fam].sort_values("params")
+        cap = float(a["budget"].max())
+        reached = np.isfinite(a["median"])
+        # Lines break where a size never got there (matplotlib breaks at NaN; seaborn would
+        # silently join the neighbours across the gap).
+        for label, g in a.groupby("precision", sort=False):
+            ax.plot(g["params"], g["median"].where(np.isfinite(g["median"])),
+                    color=pal[label], lw=0.9, alpha=0.8, zorder=1)
+        sns.scatterplot(data=a[reached], x="params", y="median", hue="precision", palette=pal,
+                        ax=ax, legend=False, s=22, edgecolor="0.15", linewidth=0.4, zorder=3)
+        miss = a[~reached]
+        if len(miss):
+            # Spread the never-reached markers sideways (in log space) so none hides another.
+            rank = miss.groupby("params").cumcount()
+            count = miss.groupby("params")["precision"].transform("size")
+            shift = 10 ** ((rank - (count - 1) / 2) * 0.045)
+            ax.scatter(miss["params"] * shift, np.full(len(miss), cap + 1), marker="^", s=20,
+                       facecolors="white", edgecolors=[pal[p] for p in miss["precision"]],
+                       linewidths=1.0, zorder=3)
+            ax.axhline(cap + 0.5, color="0.6", lw=0.6, ls=":")
+            ax.text(0.01, cap + 1.6, "not reached", transform=ax.get_yaxis_transform(),
+                    fontsize=6, color="0.4", va="bottom")
+        _log_x(ax, a["params"])
+        ax.set_xlabel("parameters")
+        ax.set_ylabel(f"epochs to reach fp32 − {MATCH_TOLERANCE:g} pt")
+        ax.set_ylim(0, cap + 2.6)
+        style.panel_title(ax, str(fam))
+    _resolution_legend(fig, labels, kind="patch")
+    caption = (
+        f"Epochs a run needs before its validation accuracy comes within {MATCH_TOLERANCE:g} "
+        "point of the mean final validation accuracy of the fp32 runs of its setting, median "
+        "over seeds, against parameter count (model width), one panel per model. Hollow "
+        "triangles above the dotted line: the median run never got there within its budget."
+        + _fixed_text(fixed)
+    )
+    notes = []
+    if agg.groupby("family")["params"].nunique().max() < 2:
+        notes.append("epochs to fp32: every model has one size, so no trend within a model")
+    return FigureOutput("epochs_to_fp32", "Epochs to reach fp32 accuracy", caption, fig, notes)
+
+
+def memory_vs_accuracy(data: ReportData) -> FigureOutput:
+    runs = data.runs.dropna(subset=["acc", "stored_bytes"]) if len(data.runs) else data.runs
+    if runs.empty:
+        raise Unavailable("no completed run reports both accuracy and stored weight size")
+    df, fixed = headline_slice(runs, data.axes, keep=["width"])
+    agg = summarize(df, ["dataset", "family", "width", "precision"], "acc")
+    size = (df.groupby(["dataset", "family", "width", "precision"], dropna=False)["stored_bytes"]
+            .mean().rename("kib") / 1024).reset_index()
+    agg = agg.merge(size, on=["dataset", "family", "width", "precision"])
+    datasets = sorted(agg["dataset"].dropna().unique())
+    labels = order_precisions(agg["precision"])
+    pal = style.palette(labels)
+    fams = sorted(agg["family"].unique())
+    markers = dict(zip(fams, ["o", "s", "^", "D", "v", "P", "X", "p"] * 4, strict=False))
+    fig, axes = _grid(len(datasets), row_height=2.5)
+    for ax, ds in zip(axes.flat, datasets, strict=False):
+        a = agg[agg["dataset"] == ds].sort_values("kib")
+        front = a[a["mean"] > a["mean"].cummax().shift(fill_value=-np.inf)]
+        ax.step(front["kib"], front["mean"], where="post", color="black", lw=0.9, zorder=1)
+        sns.scatterplot(data=a, x="kib", y="mean", hue="precision", palette=pal, style="family",
+                        markers=markers, ax=ax, legend=False, s=26, edgecolor="0.15",
+                        linewidth=0.4, zorder=3)
+        _log_x(ax, a["kib"])
+        ax.set_xlabel("stored weights (KiB)")
+        ax.set_ylabel(f"{_acc_name(data)} (%)")
+        style.panel_title(ax, str(ds))
+    model_handles = [Line2D([], [], ls="", marker=markers[f], color="0.5", mec="0.15", mew=0.4,
+                            label=f) for f in fams]
+    model_handles.append(Line2D([], [], color="black", lw=0.9, label="Pareto front"))
+    per_row = 6 if fig.get_figwidth() > 5 else 3
+    fig.legend(handles=model_handles, loc="outside upper center",
+               ncols=min(len(model_handles), per_row))
+    _resolution_legend(fig, labels, kind="patch")
+    packed = df["packed_bytes"].notna().mean()
+    caption = (
+        f"Stored weight size against {_acc_name(data)} (mean over seeds) for every model size and "
+        "resolution; the staircase is the Pareto front (no other point is both smaller and more "
+        f"accurate). Size: packed file size where recorded ({packed:.0%} of runs), else the "
+        "quantised size from the bit count." + _fixed_text(fixed)
+    )
+    return FigureOutput("memory_vs_accuracy", "Memory vs accuracy", caption, fig)
+
+
+def _acc_name(data: ReportData) -> str:
+    return {"test_acc": "test accuracy", "val_acc": "final validation accuracy",
+            "best_val_acc": "best validation accuracy"}.get(data.acc_col or "", "accuracy")
+
+
+FIGURES: tuple[Callable[[ReportData], FigureOutput], ...] = (
+    accuracy_vs_bits,
+    gap_heatmap,
+    learning_curves,
+    stability,
+    epochs_to_fp32,
+    memory_vs_accuracy,
+)

@@ -1,0 +1,496 @@
+"""Tidy frames of a sweep: one row per run (``results``) and one row per run and epoch (``curves``).
+
+Sources: an Optuna study (any storage: RDB URL such as ``sqlite:///x.db`` or
+``postgresql+psycopg2://...``, a JournalStorage log file path, or a storage object) whose trials
+carry the user_attrs ``result`` (RunResult), ``curves`` (per-epoch dicts), ``config`` (RunConfig)
+and ``cell``; or run directories holding ``result.json`` and ``curves.csv``.
+
+``results`` columns (``RESULT_COLUMNS``; always present, NaN/NA where unknown; any further config or
+result field follows them, in name order):
+
+    run_id            str   "trial-<number>" for Optuna trials, the directory name for run dirs
+    trial             Int64 Optuna trial number (NA for run dirs)
+    state             str   Optuna state: COMPLETE, FAIL, PRUNED, RUNNING, WAITING
+    status            str   ok | diverged | failed | pruned | running | waiting
+    error             str   failure message of a FAIL trial
+    cell              str   grid-cell key given by the sweep driver
+    task              str   image | text
+    dataset, model    str
+    precision         str   resolution label: fp32, bnn, 1, 1.58, 2, 2.32, 3, 3.17, 4, 4.09, N=<n>
+    levels            Int64 number of weight values N (2 for bnn, NA for fp32)
+    bits              float log2 N; 32 for fp32, 1 for bnn
+    zero              bool  the level grid holds zero (N odd); False for fp32 and bnn
+    grid              str   fp32 | bnn | zero | no zero  (how the resolution is built)
+    k                 Int64 bit budget of a level grid: N = 2^k (no zero) or 2^k + 1 (zero)
+    augment           str   none | standard | strong
+    epochs, seed      Int64
+    lr                float
+    width             float model width knob (NaN when the model has none)
+    scale_rule        str
+    params, params_quantized                    parameter counts
+    train_loss, val_loss, val_acc, best_val_acc, test_acc, val_ppl, test_ppl
+    best_epoch        Int64
+    diverged          bool
+    diverged_epoch    Int64
+    loss_spikes       float
+    max_val_acc_drop, final_minus_best, flip_rate, grad_norm, weight_bits
+    fp32_bytes, quantized_bytes, packed_bytes    sizes of the stored weights (bytes)
+    stored_bytes      float packed_bytes when present, else quantized_bytes (fp32_bytes for fp32)
+    compression, fit_seconds
+    git_commit, version, torch_version, device  provenance of the run
+
+Accuracies stay fractions in [0, 1] as the runs report them; figures and tables show points (%).
+
+``curves`` columns (``CURVE_COLUMNS``): run_id, the grouping columns ``CURVE_GROUP_COLUMNS``
+copied from ``results``, then epoch (1-based), train_loss, train_acc, val_loss, val_acc, val_ppl,
+grad_norm, flip_rate and ``lr_epoch`` (the per-epoch learning rate, renamed so it cannot clash
+with the configured ``lr``). Values after a divergence may be NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# --- precision labels ------------------------------------------------------------------------
+
+# Local copy of the label table so the report does not depend on suite.quant (and can read old
+# studies whatever that module becomes). "4.08" is paper 2's spelling of log2 17.
+_LABEL_LEVELS: dict[str, int] = {
+    "1": 2, "1.58": 3, "2": 4, "2.32": 5, "3": 8, "3.17": 9, "4": 16, "4.09": 17,
+}
+_LEVEL_LABEL = {n: label for label, n in _LABEL_LEVELS.items()}
+_ALIASES = {"4.08": "4.09", "32": "fp32", "float32": "fp32", "float": "fp32"}
+
+
+def normalize_precision(value: Any) -> str | None:
+    """Canonical label for a precision value ("2.32", 2.32, "N=5", "levels=5" -> "2.32")."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        text = f"{float(value):g}"
+    else:
+        text = str(value).strip().lower()
+    text = _ALIASES.get(text, text)
+    if text in ("fp32", "bnn") or text in _LABEL_LEVELS:
+        return text
+    for prefix in ("n=", "levels="):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            n = int(text[len(prefix):])
+            return _LEVEL_LABEL.get(n, f"N={n}")
+    return text  # unknown spelling: kept verbatim, sorted by whatever bits it parses to
+
+
+def precision_levels(label: str | None) -> int | None:
+    """Number of weight values of a label; None for fp32 and unknown labels."""
+    if label is None or label == "fp32":
+        return None
+    if label == "bnn":
+        return 2
+    if label in _LABEL_LEVELS:
+        return _LABEL_LEVELS[label]
+    if label.startswith("N=") and label[2:].isdigit():
+        return int(label[2:])
+    return None
+
+
+def precision_bits(label: str | None) -> float:
+    """Bits per weight of a label (log2 N); 32 for fp32; NaN when the label is unknown."""
+    if label == "fp32":
+        return 32.0
+    n = precision_levels(label)
+    if n is not None:
+        return math.log2(n)
+    try:
+        return float(label)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def precision_sort_key(label: str | None) -> tuple[float, int, str]:
+    """Sort by bits, bnn just before the 1-bit grid, fp32 always last, unknown labels after it."""
+    bits = precision_bits(label)
+    if label == "fp32":
+        return (math.inf, 0, "")
+    if math.isnan(bits):
+        return (math.inf, 1, str(label))
+    return (bits, 0 if label == "bnn" else 1, str(label))
+
+
+def order_precisions(labels: Iterable[Any]) -> list[str]:
+    """Distinct labels of ``labels`` in report order (ascending bits, fp32 last)."""
+    seen = {normalize_precision(v) for v in labels}
+    seen.discard(None)
+    return sorted(seen, key=precision_sort_key)  # type: ignore[arg-type]
+
+
+def grid_kind(label: str | None) -> str | None:
+    """fp32 | bnn | zero | no zero: the four ways a resolution is built."""
+    if label is None:
+        return None
+    if label in ("fp32", "bnn"):
+        return label
+    n = precision_levels(label)
+    if n is None:
+        return None
+    return "zero" if n % 2 == 1 else "no zero"
+
+
+def bit_budget(label: str | None) -> int | None:
+    """k of a level grid with N = 2^k (zero excluded) or 2^k + 1 (zero included)."""
+    n = precision_levels(label)
+    if n is None or label == "bnn":
+        return None
+    m = n - 1 if n % 2 == 1 else n
+    k = int(round(math.log2(m))) if m > 0 else 0
+    return k if k >= 1 and 2**k == m else None
+
+
+# --- columns ---------------------------------------------------------------------------------
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "run_id", "trial", "state", "status", "error", "cell",
+    "task", "dataset", "model", "precision", "levels", "bits", "zero", "grid", "k",
+    "augment", "epochs", "seed", "lr", "width", "scale_rule",
+    "params", "params_quantized",
+    "train_loss", "val_loss", "val_acc", "best_val_acc", "test_acc", "val_ppl", "test_ppl",
+    "best_epoch", "diverged", "diverged_epoch", "loss_spikes", "max_val_acc_drop",
+    "final_minus_best", "flip_rate", "grad_norm", "weight_bits",
+    "fp32_bytes", "quantized_bytes", "packed_bytes", "stored_bytes", "compression",
+    "fit_seconds", "git_commit", "version", "torch_version", "device",
+)
+CURVE_GROUP_COLUMNS: tuple[str, ...] = (
+    "trial", "status", "task", "dataset", "model", "precision", "bits", "levels", "zero", "grid",
+    "augment", "epochs", "seed", "lr", "width", "scale_rule", "params",
+)
+CURVE_METRICS: tuple[str, ...] = (
+    "train_loss", "train_acc", "val_loss", "val_acc", "val_ppl", "grad_norm", "flip_rate",
+    "lr_epoch",
+)
+CURVE_COLUMNS: tuple[str, ...] = ("run_id", *CURVE_GROUP_COLUMNS, "epoch", *CURVE_METRICS)
+
+_INT_COLUMNS = ("trial", "levels", "k", "epochs", "seed", "best_epoch", "diverged_epoch")
+_FLOAT_COLUMNS = (
+    "bits", "lr", "width", "params", "params_quantized", "train_loss", "val_loss", "val_acc",
+    "best_val_acc", "test_acc", "val_ppl", "test_ppl", "loss_spikes", "max_val_acc_drop",
+    "final_minus_best", "flip_rate", "grad_norm", "weight_bits", "fp32_bytes", "quantized_bytes",
+    "packed_bytes", "stored_bytes", "compression", "fit_seconds",
+)
+_BOOL_COLUMNS = ("zero", "diverged")
+_STR_COLUMNS = (
+    "run_id", "state", "status", "error", "cell", "task", "dataset", "model", "precision", "grid",
+    "augment", "scale_rule", "git_commit", "version", "torch_version", "device",
+)
+
+# Config fields that are sweep axes by construction; other config fields join the grouping only
+# when they look like an axis (see setting_axes).
+CORE_AXES: tuple[str, ...] = ("task", "dataset", "model", "width", "augment", "epochs")
+_OPTIONAL_AXES: tuple[str, ...] = ("lr", "scale_rule")
+# Name parts (split on "_") of config fields that are bookkeeping, never sweep axes.
+_NOT_AXES = frozenset({
+    "seed", "dir", "path", "file", "name", "id", "wandb", "git", "time", "device", "storage",
+    "out", "worker", "host", "log", "trial", "cell", "version", "threads", "tags", "project",
+})
+_RESOLUTION_COLUMNS = ("precision", "levels", "bits", "zero", "grid", "k", "resolution")
+
+
+@dataclass
+class StudyFrames:
+    """Everything the report reads: the tidy frames, the spec and where they came from."""
+
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    spec: dict | None = None
+    spec_yaml: str | None = None
+    study_name: str | None = None
+    source: str = ""
+    config_keys: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        """Runs that finished training (diverged ones included: divergence is an outcome)."""
+        return self.results[self.results["status"].isin(["ok", "diverged"])]
+
+
+# --- building frames from records ------------------------------------------------------------
+
+
+def _scalar(value: Any) -> Any:
+    """Keep cells hashable and CSV-friendly: containers become JSON text."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def _status(state: str, diverged: Any) -> str:
+    if state == "COMPLETE":
+        return "diverged" if diverged is True or diverged == 1 else "ok"
+    return {"FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running"}.get(state, state.lower())
+
+
+def _as_bool(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return pd.NA
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        return pd.NA
+    return bool(value)
+
+
+def frames_from_records(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    spec: dict | None = None,
+    spec_yaml: str | None = None,
+    study_name: str | None = None,
+    source: str = "",
+) -> StudyFrames:
+    """Build the tidy frames from run records.
+
+    A record is a mapping with ``run_id``, ``state`` (Optuna state name), and optionally ``trial``,
+    ``result`` (RunResult dict), ``curves`` (list of dicts or a DataFrame), ``config`` (RunConfig
+    dict), ``cell`` and ``error``. Both loaders and the synthetic generator go through here so every
+    source yields the same columns.
+    """
+    rows: list[dict[str, Any]] = []
+    config_keys: set[str] = set()
+    curve_rows: list[dict[str, Any]] = []
+    curve_frames: list[pd.DataFrame] = []
+    for rec in records:
+        result = rec.get("result") or {}
+        config = rec.get("config") or {}
+        config_keys.update(config)
+        # Result values win: they are what the run actually did; config fills what results omit
+        # (a failed trial has only its config).
+        row = {k: _scalar(v) for k, v in config.items()}
+        row.update({k: _scalar(v) for k, v in result.items()})
+        state = str(rec.get("state") or "COMPLETE").upper()
+        row.update(
+            run_id=str(rec["run_id"]),
+            trial=rec.get("trial"),
+            state=state,
+            status=_status(state, result.get("diverged")),
+            error=rec.get("error"),
+            cell=rec.get("cell", row.get("cell")),
+        )
+        rows.append(row)
+        curves = rec.get("curves")
+        if isinstance(curves, pd.DataFrame):
+            if len(curves):
+                curve_frames.append(curves.assign(run_id=row["run_id"]))
+        elif curves:
+            curve_rows.extend({**c, "run_id": row["run_id"]} for c in curves)
+    results = _tidy_results(pd.DataFrame(rows))
+    if curve_rows:
+        curve_frames.append(pd.DataFrame(curve_rows))
+    curves = _tidy_curves(curve_frames, results)
+    keys = tuple(sorted(k for k in config_keys if k not in _RESOLUTION_COLUMNS))
+    return StudyFrames(results, curves, spec, spec_yaml, study_name, source, keys)
+
+
+def _tidy_results(df: pd.DataFrame) -> pd.DataFrame:
+    n = len(df)
+    for col in RESULT_COLUMNS:
+        if col not in df:
+            df[col] = pd.NA
+    df["precision"] = [normalize_precision(v) for v in df["precision"]]
+    labels = df["precision"]
+    # Derive resolution columns from the label where the run did not record them, and always
+    # derive grid/k: the contract and suite.quant disagree on `zero` for bnn, the label does not.
+    levels = [precision_levels(x) for x in labels]
+    df["levels"] = [lv if pd.isna(v) else v for v, lv in zip(df["levels"], levels, strict=True)]
+    df["bits"] = [precision_bits(x) if pd.isna(v) else v for v, x in zip(df["bits"], labels,
+                                                                          strict=True)]
+    df["grid"] = [grid_kind(x) for x in labels]
+    df["zero"] = [g == "zero" if g is not None else _as_bool(z)
+                  for g, z in zip(df["grid"], df["zero"], strict=True)]
+    df["k"] = [bit_budget(x) if g in ("zero", "no zero") else None
+               for x, g in zip(labels, df["grid"], strict=True)]
+    if n:
+        text = df["val_ppl"].notna() if "val_ppl" in df else pd.Series(False, index=df.index)
+        df["task"] = df["task"].where(df["task"].notna(), np.where(text, "text", "image"))
+        df["augment"] = df["augment"].where(df["augment"].notna(), "none")
+    for col in _INT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
+    for col in _FLOAT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in _BOOL_COLUMNS:
+        df[col] = pd.array([_as_bool(v) for v in df[col]], dtype="boolean")
+    for col in _STR_COLUMNS:
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
+        df[col] = [None if v is None else str(v) for v in df[col]]
+    stored = df["packed_bytes"].where(df["packed_bytes"].notna(), df["quantized_bytes"])
+    fp32 = df["precision"] == "fp32"
+    stored = stored.where(~fp32 | stored.notna(), df["fp32_bytes"])
+    df["stored_bytes"] = stored.astype(float)
+    if n:
+        done = df["status"].isin(["ok", "diverged"])
+        df["diverged"] = df["diverged"].where(~done | df["diverged"].notna(), False)
+    extras = sorted(c for c in df.columns if c not in RESULT_COLUMNS)
+    df = df[[*RESULT_COLUMNS, *extras]]
+    order = {label: i for i, label in enumerate(order_precisions(df["precision"]))}
+    df = df.assign(_o=df["precision"].map(order), _t=df["trial"])
+    return df.sort_values(["_o", "_t", "run_id"]).drop(columns=["_o", "_t"]).reset_index(drop=True)
+
+
+def _tidy_curves(frames: list[pd.DataFrame], results: pd.DataFrame) -> pd.DataFrame:
+    if frames:
+        curves = pd.concat(frames, ignore_index=True)
+    else:
+        curves = pd.DataFrame(columns=["run_id", "epoch"])
+    if "lr" in curves:
+        curves = curves.rename(columns={"lr": "lr_epoch"})
+    for col in ("epoch", *CURVE_METRICS):
+        if col not in curves:
+            curves[col] = np.nan
+        curves[col] = pd.to_numeric(curves[col], errors="coerce").astype(float)
+    curves["epoch"] = curves["epoch"].round().astype("Int64")
+    curves["run_id"] = curves["run_id"].astype(str)
+    group = results[["run_id", *CURVE_GROUP_COLUMNS]]
+    curves = curves.drop(columns=[c for c in CURVE_GROUP_COLUMNS if c in curves])
+    curves = curves.merge(group, on="run_id", how="left")
+    extras = sorted(c for c in curves.columns if c not in CURVE_COLUMNS)
+    return curves[[*CURVE_COLUMNS, *extras]].sort_values(["run_id", "epoch"]).reset_index(drop=True)
+
+
+# --- grouping --------------------------------------------------------------------------------
+
+
+def setting_axes(frames: StudyFrames) -> list[str]:
+    """Columns that tell one configuration (seeds and resolution aside) from another.
+
+    Core axes always count. Other config fields count only when they vary, do not look like
+    per-run bookkeeping (seed, paths, names, ids, W&B, ...), and repeat across runs; a field that
+    is unique per run (a run directory, a sampled learning rate) would leave one seed per group.
+    """
+    done = frames.completed
+    axes = [c for c in CORE_AXES if c in frames.results]
+    candidates = [*_OPTIONAL_AXES, *frames.config_keys]
+    for col in candidates:
+        if col in axes or col in _RESOLUTION_COLUMNS or col not in done:
+            continue
+        if _NOT_AXES.intersection(col.lower().split("_")):
+            continue
+        values = done[col].dropna()
+        distinct = values.nunique()
+        if 2 <= distinct <= max(1, len(done) // 2):
+            axes.append(col)
+    return axes
+
+
+# --- loaders ---------------------------------------------------------------------------------
+
+
+def _open_storage(storage: Any) -> Any:
+    import optuna
+
+    if not isinstance(storage, (str, Path)):
+        return storage  # already a storage object
+    text = str(storage)
+    if "://" in text:
+        return text  # RDB URL: sqlite, postgresql, mysql
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Optuna storage at {text!r}: not a URL and not a journal file")
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    return optuna.storages.journal.JournalStorage(backend)
+
+
+def load_study(study_name: str, storage: Any) -> StudyFrames:
+    """Read every trial of an Optuna study into tidy frames (the spec from study user_attrs).
+
+    ``storage`` is an RDB URL, a JournalStorage log file path or an Optuna storage object.
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=_open_storage(storage))
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        config = attrs.get("config") or dict(t.params)
+        records.append(
+            {
+                "run_id": f"trial-{t.number}",
+                "trial": t.number,
+                "state": t.state.name,
+                "result": attrs.get("result"),
+                "curves": attrs.get("curves"),
+                "config": config,
+                "cell": attrs.get("cell"),
+                "error": attrs.get("error"),
+            }
+        )
+    spec = study.user_attrs.get("spec")
+    spec_yaml = study.user_attrs.get("spec_yaml")
+    if spec is None and spec_yaml:
+        spec = _parse_yaml(spec_yaml)
+    safe = str(storage) if isinstance(storage, (str, Path)) else type(storage).__name__
+    return frames_from_records(
+        records, spec=spec, spec_yaml=spec_yaml, study_name=study_name,
+        source=f"Optuna study {study_name!r} in {_redact(safe)}",
+    )
+
+
+def _redact(url: str) -> str:
+    """Drop a password from a storage URL before it lands in a report."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _parse_yaml(text: str) -> dict | None:
+    try:
+        import yaml
+
+        data = yaml.safe_load(text)
+    except Exception:  # a spec we cannot read is reported as text only
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_run_dirs(paths: Iterable[str | Path]) -> StudyFrames:
+    """Read run directories (each with ``result.json`` and, optionally, ``curves.csv``).
+
+    A path may be a run directory or any folder above run directories; it is searched for
+    ``result.json`` files. ``config.json`` beside them, when present, adds the RunConfig.
+    """
+    records = []
+    roots = [Path(p) for p in paths]
+    dirs: list[Path] = []
+    for root in roots:
+        if (root / "result.json").is_file():
+            dirs.append(root)
+        else:
+            dirs.extend(sorted(p.parent for p in root.rglob("result.json")))
+    dirs = list(dict.fromkeys(dirs))
+    names = [d.name for d in dirs]
+    if len(set(names)) < len(names):  # same run name under two sweeps: keep the parent too
+        names = [f"{d.parent.name}/{d.name}" for d in dirs]
+    for d, run_id in zip(dirs, names, strict=True):
+        result = json.loads((d / "result.json").read_text())
+        config_path = d / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else None
+        curves_path = d / "curves.csv"
+        curves = pd.read_csv(curves_path) if curves_path.is_file() else None
+        records.append(
+            {"run_id": run_id, "state": "COMPLETE", "result": result, "curves": curves,
+             "config": config}
+        )
+    names = ", ".join(str(r) for r in roots)
+    return frames_from_records(records, source=f"run directories under {names}")

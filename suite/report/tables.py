@@ -1,0 +1,188 @@
+"""Tables as DataFrames of display strings, and their LaTeX (booktabs) and Markdown renderings.
+
+The writers are local: pandas' to_markdown needs tabulate and Styler.to_latex needs jinja2, and
+neither is worth a dependency for a rule-line table.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+from suite.report.claims import ClaimResult
+from suite.report.frame import order_precisions, precision_bits
+from suite.report.stats import ReportData, headline_slice, matched_gaps, summarize
+
+
+class TableUnavailable(Exception):
+    """The study lacks what the table needs; the message says what."""
+
+
+def _fmt(v: float, digits: int = 1) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _fmt_value(v: object) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _varying(data: ReportData) -> list[str]:
+    runs = data.runs
+    return [a for a in data.axes
+            if a in ("model",) or (a in runs and runs[a].nunique(dropna=False) > 1)]
+
+
+def summary_table(data: ReportData) -> pd.DataFrame:
+    """Mean ± std (n) of accuracy per configuration, with the gap to fp32 and stability counts."""
+    runs = data.runs
+    if runs.empty:
+        raise TableUnavailable("no completed runs")
+    keys = _varying(data)
+    acc = summarize(runs, [*data.axes, "precision"], "acc")
+    gaps = matched_gaps(runs, data.axes)[[*data.axes, "precision", "gap", "gap_lo", "gap_hi"]]
+    extra = (runs.assign(div=runs["diverged"].astype(float))
+             .groupby([*data.axes, "precision"], dropna=False, sort=False)
+             .agg(runs=("run_id", "size"), diverged=("div", "sum"),
+                  spikes=("loss_spikes", "mean"), stored=("stored_bytes", "mean"))
+             .reset_index())
+    t = acc.merge(extra, on=[*data.axes, "precision"], how="outer")
+    t = t.merge(gaps, on=[*data.axes, "precision"], how="left")
+    order = {p: i for i, p in enumerate(order_precisions(t["precision"]))}
+    t = t.assign(_o=t["precision"].map(order)).sort_values([*keys, "_o"], na_position="last")
+    out = pd.DataFrame({k: t[k].map(_fmt_value) for k in keys})
+    out["resolution"] = t["precision"].to_numpy()
+    out["bits"] = [_fmt(precision_bits(p), 2) for p in t["precision"]]
+    out["n"] = t["runs"].astype(int).to_numpy()
+    out["accuracy (%)"] = [f"{_fmt(m)} ± {_fmt(s)}" if n > 1 else _fmt(m)
+                           for m, s, n in zip(t["mean"], t["std"], t["n"], strict=True)]
+    out["gap to fp32 (pts)"] = [
+        "–" if pd.isna(g) else (f"{g:+.1f} [{lo:+.1f}, {hi:+.1f}]" if pd.notna(lo) else f"{g:+.1f}")
+        for g, lo, hi in zip(t["gap"], t["gap_lo"], t["gap_hi"], strict=True)]
+    out["diverged"] = [f"{int(d)}/{int(n)}" for d, n in zip(t["diverged"], t["runs"], strict=True)]
+    out["loss spikes"] = t["spikes"].map(lambda v: _fmt(v, 2)).to_numpy()
+    out["stored (KiB)"] = (t["stored"] / 1024).map(lambda v: _fmt(v, 1)).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def budget_table(data: ReportData) -> tuple[pd.DataFrame, list[str]]:
+    """Best resolution per model when weights may use at most B bits each."""
+    runs = data.runs.dropna(subset=["acc"]) if len(data.runs) else data.runs
+    if runs.empty:
+        raise TableUnavailable("no completed run reports an accuracy")
+    df, fixed = headline_slice(runs, data.axes)
+    s = summarize(df, ["family", "precision"], "acc")
+    kib = df.groupby(["family", "precision"], dropna=False)["stored_bytes"].mean() / 1024
+    s = s.merge(kib.rename("kib").reset_index(), on=["family", "precision"], how="left")
+    s["bits"] = [precision_bits(p) for p in s["precision"]]
+    budgets = sorted({round(b, 2) for b in s["bits"] if np.isfinite(b)})
+    rows = []
+    for fam in sorted(s["family"].unique()):
+        f = s[s["family"] == fam]
+        ref = f.loc[f["precision"] == "fp32", "mean"]
+        last = None
+        for b in budgets:
+            cand = f[f["bits"] <= b + 1e-9].dropna(subset=["mean"])
+            if cand.empty:
+                continue
+            best = cand.loc[cand["mean"].idxmax()]
+            if best["precision"] == last:
+                continue  # a larger budget that buys nothing better adds no row
+            last = best["precision"]
+            gap = best["mean"] - ref.iloc[0] if len(ref) else float("nan")
+            rows.append({
+                "model": fam, "budget (bits/weight)": f"≤ {b:g}", "best resolution": last,
+                "accuracy (%)": (f"{best['mean']:.1f} ± {_fmt(best['std'])}"
+                                 if best["n"] > 1 else f"{best['mean']:.1f}"),
+                "n": int(best["n"]),
+                "gap to fp32 (pts)": "–" if math.isnan(gap) else f"{gap:+.1f}",
+                "stored (KiB)": _fmt(best["kib"], 1),
+            })
+    return pd.DataFrame(rows), fixed
+
+
+def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        est = "–" if math.isnan(r.estimate) else (
+            f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
+        rows.append({
+            "id": r.id, "claim": r.claim, "statistic": r.statistic, "estimate [95% CI]": est,
+            "data": (f"{r.strata} settings, {r.n_a} vs {r.n_b} runs" if r.strata else "–"),
+            "rule": r.rule, "verdict": r.verdict, "why": r.reason,
+        })
+    return pd.DataFrame(rows)
+
+
+def failed_table(data: ReportData) -> pd.DataFrame:
+    res = data.frames.results
+    bad = res[res["status"].isin(["failed", "pruned", "running", "waiting"])]
+    cols = [c for c in ("trial", "run_id", "status", "model", "precision", "augment", "seed",
+                        "error") if c in bad]
+    out = bad[cols].copy()
+    if "error" in out:
+        out["error"] = out["error"].map(lambda e: "" if e is None else str(e).splitlines()[0][:120])
+    return out.astype(object).where(out.notna(), "").reset_index(drop=True)
+
+
+# --- renderers -------------------------------------------------------------------------------
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "−": r"$-$", "≤": r"$\leq$", "≈": r"$\approx$",
+                  "×": r"$\times$", "–": "--", "≥": r"$\geq$"}
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in [*_LATEX_SPECIAL, *_LATEX_SYMBOLS]))
+
+
+def latex_escape(text: object) -> str:
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(0)
+        return _LATEX_SPECIAL.get(key) or _LATEX_SYMBOLS[key]
+
+    return _LATEX_RE.sub(sub, str(text))
+
+
+LONG_TABLE_ROWS = 40  # past this a float would run off the page: longtable breaks across pages
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str,
+             column_format: str | None = None, wide: bool = False) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}; wide tables use table*, long ones
+    longtable, which needs \\usepackage{longtable})."""
+    if column_format is None:
+        column_format = "".join("r" if _numeric_like(df[c]) else "l" for c in df.columns)
+    header = " & ".join(latex_escape(c) for c in df.columns) + " \\\\"
+    rows = [" & ".join(latex_escape(v) for v in row) + " \\\\"
+            for row in df.itertuples(index=False)]
+    cap = f"\\caption{{{latex_escape(caption)}}}\\label{{{label}}}"
+    if len(df) > LONG_TABLE_ROWS:
+        return "\n".join([
+            "{\\small", f"\\begin{{longtable}}{{{column_format}}}", cap + " \\\\",
+            "\\toprule", header, "\\midrule", "\\endhead", *rows, "\\bottomrule",
+            "\\end{longtable}", "}", ""])
+    env = "table*" if wide else "table"
+    return "\n".join([
+        f"\\begin{{{env}}}[t]", "\\centering", "\\small", cap,
+        f"\\begin{{tabular}}{{{column_format}}}", "\\toprule", header, "\\midrule", *rows,
+        "\\bottomrule", "\\end{tabular}", f"\\end{{{env}}}", ""])
+
+
+def _numeric_like(col: pd.Series) -> bool:
+    text = col.astype(str)
+    return bool(len(text)) and text.str.fullmatch(r"[-+–]?[\d.,]+").all()
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    def cell(v: object) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    align = "| " + " | ".join("---:" if _numeric_like(df[c]) else "---" for c in df.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, align, *body]) + "\n"

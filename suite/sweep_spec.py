@@ -1,0 +1,255 @@
+"""Sweep files (sweeps/*.yaml): parsed and validated whole before anything trains.
+
+Top-level keys (a contract users write against)::
+
+    study: tiny                        # Optuna study name; W&B group prefix
+    description: free text             # optional
+    fixed: {dataset: digits}           # RunConfig values shared by every trial
+    grid:                              # full factorial over RunConfig fields (or a list of them)
+      model: [fc, cnn]
+      precision: [fp32, 1, 2.32, bnn]  # or bits: [1, 2] with zero: [false, true]
+      seed: [0, 1]
+    tune:                              # optional, searched by TPE inside each grid cell
+      lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+      trials: 4
+    objective: {metric: val_acc, direction: maximize}
+    pruner: none                       # median | hyperband (only with tune)
+    storage: null                      # default sqlite:///runs/<study>/optuna.db
+    wandb: {mode: offline, project: bitsweep}
+    workers: 1                         # default for --workers
+
+``grid`` may also be a list of such mappings: the study is the union of their cells (so an LM on
+text and image models on images can share one study without impossible combinations).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from suite.config import ConfigError, RunConfig, config_fields
+from suite.quant.resolution import parse_resolution
+
+TOP_KEYS = ("study", "description", "fixed", "grid", "tune", "objective", "pruner", "storage",
+            "wandb", "workers")
+PRUNERS = ("none", "median", "hyperband")
+OBJECTIVE_METRICS = ("val_acc", "best_val_acc", "test_acc", "val_loss", "train_loss", "val_ppl")
+_AXES_EXTRA = ("bits", "zero")
+
+
+class SpecError(ValueError):
+    """A sweep file is malformed; the message names the key (and line when known)."""
+
+
+@dataclass(frozen=True)
+class TuneParam:
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    kind: str = "float"  # float | int | categorical
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    study: str
+    cells: tuple[RunConfig, ...]
+    tune: tuple[TuneParam, ...] = ()
+    trials_per_cell: int = 1
+    metric: str = "val_acc"
+    direction: str = "maximize"
+    pruner: str = "none"
+    storage: str | None = None
+    workers: int = 1
+    wandb_mode: str = "offline"
+    wandb_project: str = "bitsweep"
+    description: str = ""
+    axes: tuple[str, ...] = ()   # the RunConfig fields that vary between cells
+    raw: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.cells) * self.trials_per_cell
+
+    def key(self, config: RunConfig) -> str:
+        return cell_key(config, self.axes)
+
+    def default_storage(self, runs_root: Path) -> str:
+        return self.storage or f"sqlite:///{(runs_root / self.study / 'optuna.db').as_posix()}"
+
+
+def cell_key(config: RunConfig, fields: tuple[str, ...]) -> str:
+    """A stable, readable key of a cell: the grid fields' values, sorted by name."""
+    return json.dumps({f: getattr(config, f) for f in sorted(fields)}, sort_keys=True)
+
+
+def _line_of(text: str, key: str) -> str:
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*:", line):
+            return f" (line {i})"
+    return ""
+
+
+def _expand(grid: dict[str, Any], fixed: dict[str, Any], where: str,
+            text: str) -> list[tuple[RunConfig, tuple[str, ...]]]:
+    known = config_fields()
+    if not isinstance(grid, dict) or not grid:
+        raise SpecError(f"{where}: the grid is empty; give at least one field with a list of values")
+    for key, values in grid.items():
+        if key not in known and key not in _AXES_EXTRA:
+            raise SpecError(f"{where}.{key}{_line_of(text, key)}: unknown field; grid fields are "
+                            f"RunConfig fields ({', '.join(sorted(known))}) or bits/zero")
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{where}.{key}{_line_of(text, key)}: needs a non-empty list of values, "
+                            f"got {values!r}")
+    if "zero" in grid and "bits" not in grid:
+        raise SpecError(f"{where}.zero: needs a bits axis (bit budget k; zero gives N = 2^k + 1)")
+    if "bits" in grid and ("precision" in grid or "precision" in fixed):
+        raise SpecError(f"{where}.bits: give either bits (with zero) or precision, not both")
+    names = list(grid)
+    out = []
+    for combo in itertools.product(*(grid[n] for n in names)):
+        values = {**fixed, **dict(zip(names, combo))}
+        if "bits" in values:
+            bits, zero = values.pop("bits"), values.pop("zero", False)
+            try:
+                values["precision"] = parse_resolution(bits, zero=zero).label
+            except ValueError as err:
+                raise SpecError(f"{where}.bits{_line_of(text, 'bits')}: {err}") from None
+        try:
+            config = RunConfig.from_dict(values)
+        except (ConfigError, ValueError, TypeError) as err:
+            raise SpecError(f"{where}: cell {dict(zip(names, combo))} is invalid: {err}") from None
+        axes = tuple(sorted({n for n in names if n not in _AXES_EXTRA}
+                             | ({"precision"} if "bits" in names else set())))
+        out.append((config, axes))
+    return out
+
+
+def _parse_tune(tune: Any, text: str) -> tuple[tuple[TuneParam, ...], int]:
+    if tune is None:
+        return (), 1
+    if not isinstance(tune, dict):
+        raise SpecError(f"tune{_line_of(text, 'tune')}: expected a mapping, got {tune!r}")
+    tune = dict(tune)
+    trials = tune.pop("trials", 4)
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise SpecError(f"tune.trials: must be an integer >= 1, got {trials!r}")
+    known = config_fields()
+    params = []
+    for name, rng in tune.items():
+        if name not in known:
+            raise SpecError(f"tune.{name}{_line_of(text, name)}: unknown RunConfig field")
+        if isinstance(rng, list) and rng:
+            params.append(TuneParam(name, 0, 0, kind="categorical", choices=tuple(rng)))
+            continue
+        if not isinstance(rng, dict) or set(rng) - {"low", "high", "log"} or not {"low", "high"} <= set(rng):
+            raise SpecError(f"tune.{name}: expected {{low, high, log}} or a list of choices, got {rng!r}")
+        low, high, log = rng["low"], rng["high"], bool(rng.get("log", False))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise SpecError(f"tune.{name}: low and high must be numbers, got {low!r}, {high!r}")
+        if not low < high or (log and low <= 0):
+            raise SpecError(f"tune.{name}: need 0 < low < high for log ranges, low < high otherwise; "
+                            f"got low={low}, high={high}")
+        kind = "int" if known[name].startswith("int") else "float"
+        params.append(TuneParam(name, float(low), float(high), log, kind))
+    return tuple(params), trials
+
+
+def parse_spec(raw: Any, *, text: str = "", path: str | None = None) -> SweepSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"a sweep file is a mapping of {', '.join(TOP_KEYS)}; got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in TOP_KEYS]
+    if unknown:
+        k = unknown[0]
+        raise SpecError(f"unknown key {k!r}{_line_of(text, k)}; known keys: {', '.join(TOP_KEYS)}")
+    study = raw.get("study")
+    if not isinstance(study, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study or ""):
+        raise SpecError(f"study{_line_of(text, 'study')}: needs a name of letters, digits, '-', '_' "
+                        f"or '.', got {study!r}")
+    fixed = raw.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise SpecError(f"fixed{_line_of(text, 'fixed')}: expected a mapping, got {fixed!r}")
+    for key in fixed:
+        if key not in config_fields():
+            raise SpecError(f"fixed.{key}{_line_of(text, key)}: unknown RunConfig field; known: "
+                            f"{', '.join(sorted(config_fields()))}")
+    wandb = raw.get("wandb") or {}
+    if not isinstance(wandb, dict) or set(wandb) - {"mode", "project"}:
+        raise SpecError(f"wandb: expected {{mode, project}}, got {wandb!r}")
+    fixed = {**fixed}
+    if "mode" in wandb:
+        fixed.setdefault("wandb_mode", wandb["mode"])
+    fixed.setdefault("wandb_project", wandb.get("project", "bitsweep"))
+    grids = raw.get("grid")
+    if grids is None:
+        raise SpecError("grid: missing; give a mapping of RunConfig fields to lists of values")
+    grids = grids if isinstance(grids, list) else [grids]
+    if not grids:
+        raise SpecError("grid: the grid is empty")
+    cells: list[RunConfig] = []
+    seen: set[str] = set()
+    all_axes: set[str] = set()
+    expanded = []
+    for i, grid in enumerate(grids):
+        where = "grid" if len(grids) == 1 else f"grid[{i}]"
+        expanded.extend(_expand(grid, fixed, where, text))
+    for _config, axes in expanded:
+        all_axes.update(axes)
+    for config, _axes in expanded:
+        key = cell_key(config, tuple(sorted(all_axes)))
+        if key not in seen:  # overlapping grids share cells; each cell runs once
+            seen.add(key)
+            cells.append(config)
+    tune, trials = _parse_tune(raw.get("tune"), text)
+    objective = raw.get("objective") or {}
+    if not isinstance(objective, dict) or set(objective) - {"metric", "direction"}:
+        raise SpecError(f"objective: expected {{metric, direction}}, got {objective!r}")
+    metric = objective.get("metric", "val_acc")
+    if metric not in OBJECTIVE_METRICS:
+        raise SpecError(f"objective.metric: {metric!r} is not one of {', '.join(OBJECTIVE_METRICS)}")
+    direction = objective.get("direction", "minimize" if "loss" in metric or "ppl" in metric
+                              else "maximize")
+    if direction not in ("maximize", "minimize"):
+        raise SpecError(f"objective.direction: {direction!r}; use maximize or minimize")
+    pruner = str(raw.get("pruner") or "none").lower()
+    if pruner not in PRUNERS:
+        raise SpecError(f"pruner: {pruner!r}; use one of {', '.join(PRUNERS)}")
+    storage = raw.get("storage")
+    if storage is not None and not isinstance(storage, str):
+        raise SpecError(f"storage: expected a URL string or null, got {storage!r}")
+    workers = raw.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise SpecError(f"workers: must be an integer >= 1, got {workers!r}")
+    return SweepSpec(
+        study=study, cells=tuple(cells), tune=tune, trials_per_cell=trials, metric=metric,
+        direction=direction, pruner=pruner, storage=storage, workers=workers,
+        wandb_mode=fixed.get("wandb_mode", "offline"), wandb_project=fixed["wandb_project"],
+        description=str(raw.get("description") or ""), axes=tuple(sorted(all_axes)), raw=raw,
+        path=path,
+    )
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"{p}: no such sweep file (see sweeps/ for examples)")
+    text = p.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SpecError(f"{p}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    try:
+        return parse_spec(raw, text=text, path=str(p))
+    except SpecError as err:
+        raise SpecError(f"{p}: {err}") from None

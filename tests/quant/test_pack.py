@@ -1,0 +1,445 @@
+import io
+import json
+import math
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from suite.quant import QuantConfig, QuantConv2d, QuantEmbedding, QuantLinear, QuantMixin
+from suite.quant.pack import (
+    FORMAT_VERSION,
+    MAGIC,
+    PREAMBLE_BYTES,
+    PackError,
+    _stream_to_words,
+    _word_dtype,
+    _words_to_stream,
+    entropy_bits,
+    group_for,
+    load_packed,
+    pack_indices,
+    pack_model,
+    packed_nbytes,
+    packed_to_model,
+    read_packed,
+    save_packed,
+    unpack_bytes,
+    unpack_indices,
+)
+
+LEVELS = [2, 3, 4, 5, 8, 9, 16, 17]
+# gauss and lsq compute their Gaussian step numerically (~1 s per N on first use), so most
+# cases here use absmax/absmean and a few exercise gauss and lsq.
+
+
+# --------------------------------------------------------------------------- index streams
+
+
+@pytest.mark.parametrize("n", LEVELS)
+def test_group_choice_is_valid_and_within_one_percent(n):
+    g, b = group_for(n)
+    assert n**g <= 2**b <= 2**64
+    assert b / g <= 1.01 * math.log2(n)
+    if n & (n - 1) == 0:  # powers of two: plain bit packing
+        assert (g, b) == (1, int(math.log2(n)))
+
+
+@pytest.mark.parametrize("n", [*LEVELS, 31, 256, 257, 1000])
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (1001,), (3, 5, 7), (2, 3, 3, 3)])
+def test_index_stream_round_trip_exact(n, shape):
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, n, size=shape).astype(np.uint8 if n <= 256 else np.int32)
+    data = pack_indices(x, n)
+    g, b = group_for(n)
+    assert len(data) == packed_nbytes(x.size, g, b)
+    y = unpack_indices(data, n, x.size)
+    assert y.dtype == x.dtype
+    np.testing.assert_array_equal(y.reshape(shape), x)
+
+
+def test_index_stream_crosses_chunks_and_keeps_extremes():
+    # More groups than one internal chunk, and every level including N-1 at the stream's end.
+    n = 17
+    g, _ = group_for(n)
+    x = np.resize(np.arange(n, dtype=np.uint8), (1 << 18) * g + 5)
+    np.testing.assert_array_equal(unpack_indices(pack_indices(x, n), n, x.size), x)
+
+
+@pytest.mark.parametrize("b", range(1, 65))
+def test_word_streams_of_every_width_match_a_bit_by_bit_reference(b):
+    # Group words are b = 1..64 bits wide depending on N; several code paths serve them.
+    wd = _word_dtype(b)
+    rng = np.random.default_rng(b)
+    for m in (1, 7, 8, 9, 1001):
+        v = (rng.integers(0, 2**63, m, dtype=np.uint64) >> np.uint64(max(63 - b, 0))).astype(wd)
+        if b == 64:
+            v |= np.uint64(1 << 63)
+        bits = np.unpackbits(v.view(np.uint8).reshape(m, -1), axis=1, bitorder="little")[:, :b]
+        ref = np.packbits(bits.reshape(-1), bitorder="little")
+        stream = _words_to_stream(v, b)
+        np.testing.assert_array_equal(stream, ref)
+        np.testing.assert_array_equal(_stream_to_words(stream, m, b), v)
+
+
+@pytest.mark.parametrize("n", LEVELS)
+def test_measured_bits_per_weight_within_one_percent_of_log2n(n):
+    x = np.random.default_rng(0).integers(0, n, size=300_001).astype(np.uint8)
+    bits = 8 * len(pack_indices(x, n)) / x.size
+    assert bits <= 1.01 * math.log2(n)
+
+
+def test_index_stream_rejects_bad_input():
+    with pytest.raises(ValueError, match="0..2"):
+        pack_indices(np.array([0, 3], np.uint8), 3)
+    with pytest.raises(ValueError, match="bytes"):
+        unpack_indices(b"\x00", 3, 100)
+    # An all-ones 46-bit word is 2^46 - 1 >= 3^29: no group of 29 trits packs to it.
+    g, b = group_for(3)
+    with pytest.raises(ValueError, match="outside"):
+        unpack_indices(b"\xff" * packed_nbytes(g, g, b), 3, g)
+
+
+def test_entropy_bits():
+    assert entropy_bits(np.zeros(10, np.uint8), 3) == 0.0
+    assert entropy_bits(np.arange(4, dtype=np.uint8), 4) == pytest.approx(2.0)
+    x = np.array([1] * 8 + [0, 2], np.uint8)  # mostly the zero level of a ternary grid
+    h = -(0.8 * math.log2(0.8) + 2 * 0.1 * math.log2(0.1))
+    assert entropy_bits(x, 3) == pytest.approx(h)
+    assert h < math.log2(3)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _qc(res, rule="absmax", per_channel=False, quantize_bias=None):
+    return QuantConfig(resolution=res, scale_rule=rule, per_channel=per_channel,
+                       quantize_bias=quantize_bias)
+
+
+class OddShapes(nn.Module):
+    """Quantised tensors of 1, 7, 135 (4-D) and 1001 elements."""
+
+    def __init__(self, spec):
+        super().__init__()
+        qc = _qc(spec["res"], spec.get("rule", "absmax"), spec.get("per_channel", False),
+                 spec.get("quantize_bias"))
+        self.one = QuantLinear(1, 1, qconfig=qc)
+        self.seven = QuantLinear(7, 1, bias=False, qconfig=qc)
+        self.conv = QuantConv2d(3, 5, 3, qconfig=qc)
+        self.emb = QuantEmbedding(13, 77, qconfig=qc)
+
+
+class TokenNet(nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        qc = _qc(spec["res"], spec.get("rule", "absmax"), spec.get("per_channel", False),
+                 spec.get("quantize_bias"))
+        self.emb = QuantEmbedding(20, 16, qconfig=qc)
+        self.norm = nn.LayerNorm(16)
+        self.fc = QuantLinear(16, 24, qconfig=qc)
+        self.head = QuantLinear(24, 5, qconfig=qc)
+
+    def forward(self, tokens):
+        h = self.norm(self.emb(tokens))
+        return self.head(torch.relu(self.fc(h))).mean(dim=1)
+
+
+class ConvNet(nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        qc = _qc(spec["res"], spec.get("rule", "absmax"), spec.get("per_channel", False),
+                 spec.get("quantize_bias"))
+        self.c1 = QuantConv2d(3, 8, 3, padding=1, qconfig=qc)
+        self.c2 = QuantConv2d(8, 8, 3, stride=2, qconfig=qc)
+        self.bn = nn.BatchNorm2d(8)  # fp32 buffers, and an int64 counter stored raw
+        self.fc = QuantLinear(8 * 3 * 3, 4, qconfig=qc)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(x))
+        h = torch.relu(self.bn(self.c2(h)))
+        return self.fc(h.flatten(1))
+
+
+BUILDERS = {"odd": OddShapes, "token": TokenNet, "conv": ConvNet}
+
+
+def build(meta):
+    spec = meta["model_spec"]
+    return BUILDERS[spec["kind"]](spec)
+
+
+def _inputs(kind):
+    g = torch.Generator().manual_seed(1)
+    if kind == "token":
+        return torch.randint(0, 20, (4, 6), generator=g)
+    return torch.randn(4, 3, 7, 7, generator=g)
+
+
+def _trained(spec):
+    """A model moved off its initialisation by a few steps (so LSQ steps and BN statistics are
+    learned values, not constructor defaults)."""
+    torch.manual_seed(0)
+    model = build({"model_spec": spec})
+    x = _inputs(spec["kind"])
+    for _ in range(3):
+        # Plain SGD by hand: torch.optim's first use imports torch._dynamo (seconds).
+        model.zero_grad()
+        model(x).square().mean().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p -= 0.05 * p.grad
+    return model.eval()
+
+
+@pytest.mark.parametrize("res", [f"N={n}" for n in LEVELS] + ["bnn"])
+def test_file_round_trip_exact_indices_and_scales(tmp_path, res):
+    spec = {"kind": "odd", "res": res, "per_channel": res == "N=5", "quantize_bias": True}
+    torch.manual_seed(0)
+    model = build({"model_spec": spec})
+    meta = {"model_spec": spec, "note": "ünïcode ok"}
+    path = tmp_path / "m.bswp"
+    stats = save_packed(model, path, meta)
+    assert stats.file_bytes == path.stat().st_size
+    packed = read_packed(path)
+    assert packed.meta == meta
+    expected = {}
+    for name, module in model.named_modules():
+        if isinstance(module, QuantMixin):
+            for t, qt in module.quantized_tensors().items():
+                expected[f"{name}.{t}"] = qt
+    assert set(packed.qtensors) == set(expected)
+    for key, qt in expected.items():
+        got = packed.qtensors[key]
+        assert got.shape == qt.shape and got.n == qt.n
+        assert got.indices.dtype == torch.uint8
+        assert torch.equal(got.indices, qt.indices.reshape(qt.shape)), key
+        if qt.scale is None:
+            assert got.scale is None
+        else:
+            assert torch.equal(got.scale, qt.scale), key
+    sizes = {math.prod(q.shape) for q in expected.values()}
+    assert {1, 7, 135, 1001} <= sizes
+    # The fp32 shadow weights are not stored a second time.
+    state, _ = load_packed(path)
+    kinds = {e["name"]: e["kind"] for e in packed.entries}
+    assert all(kinds[k] == "packed" for k in expected)
+    assert set(state) == set(model.state_dict())
+    # Same stats read back from the file as computed while writing.
+    assert packed.stats() == stats
+
+
+CASES = [
+    ("token", "N=2", "absmean", False, None),
+    ("conv", "N=3", "gauss", False, None),
+    ("token", "N=5", "lsq", True, None),
+    ("conv", "N=5", "lsq", True, None),
+    ("conv", "N=9", "absmax", True, True),
+    ("token", "N=17", "absmax", True, True),
+    ("conv", "N=16", "absmean", False, None),
+    ("token", "bnn", "gauss", False, None),
+    ("conv", "bnn", "gauss", False, None),
+]
+
+
+@pytest.mark.parametrize(("kind", "res", "rule", "per_channel", "qbias"), CASES)
+def test_packed_model_predicts_like_fake_quantised(tmp_path, kind, res, rule, per_channel, qbias):
+    spec = {"kind": kind, "res": res, "rule": rule, "per_channel": per_channel,
+            "quantize_bias": qbias}
+    model = _trained(spec)
+    x = _inputs(kind)
+    with torch.no_grad():
+        want = model(x)
+    path = tmp_path / "m.bswp"
+    stats = save_packed(model, path, {"model_spec": spec})
+    torch.manual_seed(123)  # the builder's random init must not matter
+    rebuilt = packed_to_model(path, build)
+    assert not rebuilt.training
+    layers = [m for m in rebuilt.modules() if isinstance(m, QuantMixin)]
+    assert layers and all(m.frozen for m in layers)
+    with torch.no_grad():
+        got = rebuilt(x)
+    # Grid values are reproduced bit for bit, so the logits are too (stronger than a tolerance;
+    # torch.testing.assert_close would also cost a 2 s import of torch.distributed).
+    assert torch.equal(got, want)
+    n = 2 if res == "bnn" else int(res[2:])
+    g, b = group_for(n)
+    packed = [e for e in read_packed(path).entries if e["kind"] == "packed"]
+    assert stats.index_bytes == sum(packed_nbytes(math.prod(e["shape"]), g, b) for e in packed)
+    assert stats.entropy_bits_per_weight <= math.log2(n) + 1e-9
+    if rule == "lsq":
+        kinds = {e["name"]: e["kind"] for e in read_packed(path).entries}
+        assert kinds["fc.step"] == "fp32"
+
+
+def test_one_bit_mlp_file_is_30x_smaller_than_fp32(tmp_path):
+    torch.manual_seed(0)
+    qc = _qc("N=2", "absmean")
+    model = nn.Sequential(QuantLinear(784, 1024, qconfig=qc), nn.ReLU(),
+                          QuantLinear(1024, 1024, qconfig=qc), nn.ReLU(),
+                          QuantLinear(1024, 10, qconfig=qc))
+    stats = save_packed(model, tmp_path / "mlp.bswp", {"model_spec": {"kind": "mlp"}})
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    weights = 784 * 1024 + 1024 * 1024 + 1024 * 10
+    biases = 1024 + 1024 + 10
+    assert stats.params_quantized == weights
+    assert stats.fp32_bytes == 4 * (weights + biases)
+    assert stats.bits_per_weight == 1.0
+    assert stats.other_bytes == 4 * biases  # biases stay fp32 and are stored once
+    assert stats.compression >= 30
+    assert buf.getbuffer().nbytes / stats.file_bytes >= 30
+
+
+def test_entropy_reported_below_log2n_for_a_sparse_ternary_tensor():
+    layer = QuantLinear(100, 100, bias=False, qconfig=_qc("N=3", "absmax"))
+    w = torch.zeros(100, 100)
+    w[0, :10] = 1.0
+    w[1, :10] = -1.0
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    stats = unpack_bytes(pack_model(layer, {})).stats()
+    p0, p = 9980 / 10000, 10 / 10000
+    assert stats.entropy_bits_per_weight == pytest.approx(-(p0 * math.log2(p0) + 2 * p * math.log2(p)))
+    assert stats.entropy_bits_per_weight < 0.05 < math.log2(3) <= stats.bits_per_weight
+
+
+def test_tied_weights_are_stored_once(tmp_path):
+    class Tied(nn.Module):
+        def __init__(self, spec):
+            super().__init__()
+            qc = _qc(spec["res"])
+            self.emb = QuantEmbedding(11, 8, qconfig=qc)
+            self.out = QuantLinear(8, 11, bias=False, qconfig=qc)
+            self.out.weight = self.emb.weight
+            self.plain = nn.Linear(3, 3)
+            self.plain2 = self.plain  # one module under two names
+
+        def forward(self, t):
+            return self.out(self.emb(t)) + self.plain2(torch.ones(3)).sum()
+
+    spec = {"res": "N=4"}
+    torch.manual_seed(0)
+    model = Tied(spec).eval()
+    path = tmp_path / "t.bswp"
+    save_packed(model, path, {"model_spec": spec})
+    entries = {e["name"]: e for e in read_packed(path).entries}
+    assert entries["out.weight"] == {"name": "out.weight", "kind": "alias", "target": "emb.weight"}
+    assert entries["plain2.weight"]["kind"] == "alias"
+    rebuilt = packed_to_model(path, lambda meta: Tied(meta["model_spec"]))
+    t = torch.arange(11).reshape(1, 11)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(t), model(t))
+
+
+def test_fp32_model_packs_without_quantised_tensors():
+    model = nn.Sequential(QuantLinear(5, 3), nn.LayerNorm(3))
+    packed = unpack_bytes(pack_model(model, {"a": 1}))
+    stats = packed.stats()
+    assert stats.params_quantized == 0 and stats.bits_per_weight == 0.0
+    assert stats.fp32_bytes == 4 * (15 + 3 + 3 + 3)
+    for k, v in model.state_dict().items():
+        assert torch.equal(packed.state_dict()[k], v)
+
+
+def test_non_fp32_tensors_keep_their_dtype():
+    model = nn.Module()
+    model.register_buffer("count", torch.tensor([3, -7], dtype=torch.int64))
+    model.register_buffer("fp16", torch.tensor([1.5, -2.25], dtype=torch.float16))
+    model.register_buffer("brain", torch.tensor([0.1, 3.0], dtype=torch.bfloat16))
+    model.register_buffer("mask", torch.tensor([True, False]))
+    state = unpack_bytes(pack_model(model, {})).state_dict()
+    for k, v in model.state_dict().items():
+        assert state[k].dtype == v.dtype and torch.equal(state[k], v), k
+
+
+def test_builder_with_a_different_resolution_is_refused(tmp_path):
+    spec = {"kind": "token", "res": "N=3"}
+    path = tmp_path / "m.bswp"
+    save_packed(build({"model_spec": spec}), path, {"model_spec": spec})
+    other = {"kind": "token", "res": "N=5"}
+    with pytest.raises(PackError, match=r"emb\.weight at N=5, the file has it levels N=3"):
+        packed_to_model(path, lambda meta: build({"model_spec": other}))
+    fp32 = {"kind": "token", "res": "fp32"}
+    with pytest.raises(PackError, match="does not quantise"):
+        packed_to_model(path, lambda meta: build({"model_spec": fp32}))
+
+
+def test_meta_must_be_json():
+    with pytest.raises(PackError, match="JSON"):
+        pack_model(QuantLinear(2, 2), {"x": object()})
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+@pytest.fixture()
+def packed_file(tmp_path):
+    spec = {"kind": "token", "res": "N=5"}
+    torch.manual_seed(0)
+    path = tmp_path / "good.bswp"
+    save_packed(build({"model_spec": spec}), path, {"model_spec": spec})
+    return path
+
+
+def _refused(path, data, *patterns):
+    path.write_bytes(data)
+    with pytest.raises(PackError) as info:
+        load_packed(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    for pattern in patterns:
+        assert pattern in msg, msg
+
+
+def test_truncated_files_are_refused(packed_file):
+    data = packed_file.read_bytes()
+    header_len = struct.unpack_from("<I", data, 6)[0]
+    bad = packed_file.with_name("bad.bswp")
+    for cut in (0, 3, 10, PREAMBLE_BYTES + 5, PREAMBLE_BYTES + header_len + 1, len(data) - 1):
+        _refused(bad, data[:cut], "truncated")
+
+
+def test_flipped_payload_byte_is_refused(packed_file):
+    data = bytearray(packed_file.read_bytes())
+    data[-10] ^= 0x01
+    _refused(packed_file, bytes(data), "payload checksum mismatch")
+
+
+def test_flipped_header_byte_is_refused(packed_file):
+    data = bytearray(packed_file.read_bytes())
+    data[PREAMBLE_BYTES + 20] ^= 0x01
+    _refused(packed_file, bytes(data), "header checksum mismatch")
+
+
+def test_wrong_magic_is_refused(packed_file):
+    data = packed_file.read_bytes()
+    _refused(packed_file, b"PK\x03\x04" + data[4:], "bad magic")
+    _refused(packed_file, b"\x80\x02", "truncated")
+
+
+def test_future_version_is_refused(packed_file):
+    data = bytearray(packed_file.read_bytes())
+    struct.pack_into("<H", data, 4, FORMAT_VERSION + 1)
+    _refused(packed_file, bytes(data), "unsupported format version 2", "newer")
+
+
+def test_trailing_bytes_are_refused(packed_file):
+    _refused(packed_file, packed_file.read_bytes() + b"\x00", "unexpected bytes")
+
+
+def test_inconsistent_header_is_refused(packed_file):
+    # A header that passes its checksum but lies about a tensor (a writer bug, or a forger) is
+    # still caught before torch sees it.
+    data = packed_file.read_bytes()
+    header_len = struct.unpack_from("<I", data, 6)[0]
+    header = json.loads(data[PREAMBLE_BYTES : PREAMBLE_BYTES + header_len])
+    header["tensors"][0]["shape"] = [9999, 16]
+    hb = json.dumps(header).encode()
+    forged = MAGIC + struct.pack("<HII", FORMAT_VERSION, len(hb), zlib.crc32(hb)) + hb
+    forged += data[PREAMBLE_BYTES + header_len :]
+    _refused(packed_file, forged, "malformed header", "emb.weight")
