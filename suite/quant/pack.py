@@ -13,9 +13,13 @@ Indices 0..N-1 are packed in groups of ``g`` as one mixed-radix number
 where ``N^g <= 2^b`` and ``b <= 64``. The groups' ``b``-bit words are concatenated least
 significant bit first into a tight byte stream (group ``i`` holds stream bits ``i*b .. i*b+b-1``;
 stream bit ``t`` is bit ``t % 8`` of byte ``t // 8``); the last group is padded with zero
-indices and the stream with zero bits to a whole byte. Per N, ``(g, b)`` is the pair with the
-smallest ``b/g`` (ties: the smaller ``g``), see :func:`group_for`. For N a power of two this is
-``g = 1, b = log2 N``: plain bit packing. For the resolutions of the papers:
+indices and the stream with zero bits to a whole byte. Each tensor records its own ``(g, b)``:
+the writer picks, among the pairs with ``b`` the bit length of ``N^g - 1``, the one giving the
+fewest bytes for the tensor's element count (ties: smaller ``b/g``, then smaller ``g``), see
+:func:`group_for_count`; for a large tensor that is the pair with the smallest ``b/g``
+(:func:`group_for`), while a small one avoids padding a long last group (72 ternary indices take
+15 bytes as two groups of 37 in 59 bits, 18 as three groups of 29 in 46 bits). For N a power of
+two it is ``g = 1, b = log2 N``: plain bit packing. The asymptotic pairs for the resolutions of the papers:
 
 ====  ===  ===  ============  =========  =====
 N     g    b    bits/weight   log2 N     ratio
@@ -141,6 +145,24 @@ def group_for(n: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
+@cache
+def _group_candidates(n: int) -> tuple[tuple[int, int], ...]:
+    out = []
+    g = 1
+    while (b := (n**g - 1).bit_length()) <= MAX_WORD_BITS:
+        out.append((g, b))
+        g += 1
+    return tuple(out)
+
+
+def group_for_count(n: int, count: int) -> tuple[int, int]:
+    """``(g, b)`` giving the fewest bytes for ``count`` indices of an N-level tensor (ties: the
+    smaller ``b/g``, then the smaller ``g``); :func:`group_for` once ``count`` is large."""
+    group_for(n)  # validates n
+    return min(_group_candidates(n),
+               key=lambda gb: (packed_nbytes(count, *gb), Fraction(gb[1], gb[0]), gb[0]))
+
+
 def packed_nbytes(count: int, g: int, b: int) -> int:
     """Bytes of the index stream of ``count`` indices packed ``g`` per ``b``-bit word."""
     return (-(-count // g) * b + 7) // 8
@@ -224,8 +246,10 @@ def _stream_to_words(stream: np.ndarray, m: int, b: int) -> np.ndarray:
     return out.reshape(-1)[:m]
 
 
-def pack_indices(indices: np.ndarray | torch.Tensor, n: int) -> bytes:
-    """Pack level indices (any shape, values 0..n-1) into the stream described in the module doc."""
+def pack_indices(indices: np.ndarray | torch.Tensor, n: int,
+                 g: int | None = None, b: int | None = None) -> bytes:
+    """Pack level indices (any shape, values 0..n-1) into the stream described in the module doc,
+    ``g`` per ``b``-bit word (default: :func:`group_for`)."""
     if isinstance(indices, torch.Tensor):
         indices = indices.detach().cpu().numpy()
     flat = np.ascontiguousarray(indices).reshape(-1)
@@ -238,7 +262,10 @@ def pack_indices(indices: np.ndarray | torch.Tensor, n: int) -> bytes:
     lo, hi = int(flat.min()), int(flat.max())
     if lo < 0 or hi >= n:
         raise ValueError(f"indices must lie in 0..{n - 1} for N={n}, found {lo}..{hi}")
-    g, b = group_for(n)
+    if g is None or b is None:
+        g, b = group_for(n)
+    elif not (g >= 1 and 1 <= b <= MAX_WORD_BITS and n**g <= 1 << b):
+        raise ValueError(f"cannot pack {g} indices of N={n} into a {b}-bit word")
     wd = _word_dtype(b)
     digits = flat.astype(np.uint8 if n <= 256 else wd, copy=False)
     groups = -(-count // g)
@@ -449,8 +476,8 @@ def _pack(model: nn.Module, meta: dict[str, Any]) -> tuple[bytes, PackStats]:
         if key in quant:
             qt = quant[key][0]
             grid = "bnn" if qt.scale is None else "levels"
-            g, b = group_for(qt.n)
-            off, length = put(pack_indices(qt.indices, qt.n))
+            g, b = group_for_count(qt.n, qt.indices.numel())
+            off, length = put(pack_indices(qt.indices, qt.n, g, b))
             entry: dict[str, Any] = {
                 "name": key, "kind": "packed", "shape": list(qt.shape), "dtype": "float32",
                 "grid": grid, "n": qt.n,
@@ -711,16 +738,17 @@ def _quant_keys(model: nn.Module) -> dict[str, tuple[str, int]]:
     return out
 
 
-def packed_to_model(path: str | os.PathLike[str],
+def packed_to_model(path: str | os.PathLike[str] | PackedModel,
                     build: Callable[[dict[str, Any]], nn.Module]) -> nn.Module:
-    """An inference model from a packed file: ``build(meta)`` makes the architecture, the grid
-    values are loaded and every QuantMixin layer is frozen (uses them as they are). The model is
-    returned in eval mode.
+    """An inference model from a packed file (or one already read with :func:`read_packed`):
+    ``build(meta)`` makes the architecture, the grid values are loaded and every QuantMixin layer
+    is frozen (uses them as they are). The model is returned in eval mode.
 
     Refuses (PackError) a built model that quantises different tensors, or at a different N,
     than the file holds: a frozen layer would silently run on the wrong values.
     """
-    packed = read_packed(path)
+    packed = path if isinstance(path, PackedModel) else read_packed(path)
+    path = packed.source
     model = build(packed.meta)
     stored = {e["name"]: e for e in packed.entries}
 

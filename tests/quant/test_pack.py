@@ -20,6 +20,7 @@ from suite.quant.pack import (
     _words_to_stream,
     entropy_bits,
     group_for,
+    group_for_count,
     load_packed,
     pack_indices,
     pack_model,
@@ -90,6 +91,25 @@ def test_measured_bits_per_weight_within_one_percent_of_log2n(n):
     x = np.random.default_rng(0).integers(0, n, size=300_001).astype(np.uint8)
     bits = 8 * len(pack_indices(x, n)) / x.size
     assert bits <= 1.01 * math.log2(n)
+
+
+@pytest.mark.parametrize("n", LEVELS)
+def test_group_per_tensor_size_never_costs_more_and_round_trips(n):
+    g_inf, b_inf = group_for(n)
+    rng = np.random.default_rng(n)
+    for count in (1, 2, 5, 10, 29, 72, 100, 1000, 4097, 300_001):
+        g, b = group_for_count(n, count)
+        assert n**g <= 2**b <= 2**64
+        assert packed_nbytes(count, g, b) <= packed_nbytes(count, g_inf, b_inf)
+        x = rng.integers(0, n, size=count).astype(np.uint8)
+        data = pack_indices(x, n, g, b)
+        assert len(data) == packed_nbytes(count, g, b)
+        np.testing.assert_array_equal(unpack_indices(data, n, count, g, b), x)
+    if n == 3:  # 72 trits: 15 bytes (the minimum, ceil(72 log2 3 / 8)); groups of 29 take 18
+        assert packed_nbytes(72, *group_for_count(3, 72)) == 15 < packed_nbytes(72, 29, 46)
+    assert group_for_count(n, 10**7)[1] / group_for_count(n, 10**7)[0] == b_inf / g_inf
+    with pytest.raises(ValueError, match="cannot pack"):
+        pack_indices(np.zeros(4, np.uint8), 3, 2, 3)  # 3^2 = 9 > 2^3
 
 
 def test_index_stream_rejects_bad_input():
@@ -267,9 +287,11 @@ def test_packed_model_predicts_like_fake_quantised(tmp_path, kind, res, rule, pe
     # torch.testing.assert_close would also cost a 2 s import of torch.distributed).
     assert torch.equal(got, want)
     n = 2 if res == "bnn" else int(res[2:])
-    g, b = group_for(n)
     packed = [e for e in read_packed(path).entries if e["kind"] == "packed"]
-    assert stats.index_bytes == sum(packed_nbytes(math.prod(e["shape"]), g, b) for e in packed)
+    for e in packed:  # each tensor packed with the (g, b) that makes it smallest
+        assert (e["g"], e["b"]) == group_for_count(n, math.prod(e["shape"]))
+    assert stats.index_bytes == sum(
+        packed_nbytes(math.prod(e["shape"]), e["g"], e["b"]) for e in packed)
     assert stats.entropy_bits_per_weight <= math.log2(n) + 1e-9
     if rule == "lsq":
         kinds = {e["name"]: e["kind"] for e in read_packed(path).entries}
