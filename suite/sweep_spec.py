@@ -14,7 +14,7 @@ Top-level keys (a contract users write against)::
       trials: 4
     objective: {metric: val_acc, direction: maximize}
     pruner: none                       # median | hyperband (only with tune)
-    storage: null                      # default sqlite:///runs/<study>/optuna.db
+    storage: null                      # default: journal file runs/<study>/optuna.journal
     wandb: {mode: offline, project: bitsweep}
     workers: 1                         # default for --workers
 
@@ -83,7 +83,9 @@ class SweepSpec:
         return cell_key(config, self.axes)
 
     def default_storage(self, runs_root: Path) -> str:
-        return self.storage or f"sqlite:///{(runs_root / self.study / 'optuna.db').as_posix()}"
+        """Where the study lives unless ``--storage`` says otherwise: an Optuna journal file, safe
+        for many worker processes on one machine (SQLite locks up under concurrent writers)."""
+        return self.storage or str(runs_root / self.study / "optuna.journal")
 
 
 def cell_key(config: RunConfig, fields: tuple[str, ...]) -> str:
@@ -124,6 +126,12 @@ def _expand(grid: dict[str, Any], fixed: dict[str, Any], where: str,
                 values["precision"] = parse_resolution(bits, zero=zero).label
             except ValueError as err:
                 raise SpecError(f"{where}.bits{_line_of(text, 'bits')}: {err}") from None
+        elif values.get("precision") is not None and not isinstance(values["precision"], str):
+            # YAML reads `precision: [1, 2.32]` as numbers; the label is what a RunConfig holds.
+            try:
+                values["precision"] = parse_resolution(values["precision"]).label
+            except ValueError as err:
+                raise SpecError(f"{where}.precision{_line_of(text, 'precision')}: {err}") from None
         try:
             config = RunConfig.from_dict(values)
         except (ConfigError, ValueError, TypeError) as err:
@@ -223,6 +231,9 @@ def parse_spec(raw: Any, *, text: str = "", path: str | None = None) -> SweepSpe
     pruner = str(raw.get("pruner") or "none").lower()
     if pruner not in PRUNERS:
         raise SpecError(f"pruner: {pruner!r}; use one of {', '.join(PRUNERS)}")
+    if pruner != "none" and not raw.get("tune"):
+        raise SpecError(f"pruner{_line_of(text, 'pruner')}: {pruner!r} needs a tune section; a pure "
+                        "grid is meant to be complete, so it runs every cell to the end")
     storage = raw.get("storage")
     if storage is not None and not isinstance(storage, str):
         raise SpecError(f"storage: expected a URL string or null, got {storage!r}")

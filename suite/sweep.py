@@ -1,0 +1,378 @@
+"""The sweep driver: a validated SweepSpec -> an Optuna study whose trials are RunConfigs.
+
+    run_sweep(load_spec("sweeps/default.yaml"), workers=2)
+
+The study is created (or joined) in its storage, every slot is queued (suite.sweep_store), and
+long-lived workers claim trials one after another until the queue is empty. A worker is this
+process when ``workers == 1``, else that many spawned processes; each imports torch and Lightning
+once and trains many runs, with the machine's cores split between them. Every trial stores its
+RunConfig, RunResult and curves as user attributes, which is all ``bitsweep report`` reads.
+
+Runs land in ``<runs>/<study>/trials/t<number>/`` and their offline W&B runs in
+``<runs>/<study>/wandb/``. Rerunning the same command resumes: finished slots are kept, lost and
+interrupted ones are queued again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import multiprocessing as mp
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from suite.config import RunConfig
+from suite.sweep_spec import SweepSpec
+from suite.sweep_store import (
+    GRACE_SECONDS,
+    Heartbeat,
+    claim,
+    describe,
+    open_storage,
+    queue_lock,
+    storage_url,
+    sync_queue,
+    worst_value,
+)
+from suite.sweep_tuning import CellSampler, make_pruner, suggest
+
+_POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What one worker needs; plain data so it pickles into a spawned process."""
+
+    spec: SweepSpec
+    url: str
+    runs_root: str
+    threads: int | None
+    limit: int | None  # trials this machine may still start (None: no limit)
+    grace: float
+    index: int = 0
+
+
+def _quiet_optuna() -> None:
+    # Optuna logs every trial at INFO; the sweep prints its own progress.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def open_study(spec: SweepSpec, url: str) -> optuna.Study:
+    """Create or join the study, with the per-cell sampler and pruner."""
+    _quiet_optuna()
+    return optuna.create_study(
+        study_name=spec.study, storage=open_storage(url), direction=spec.direction,
+        sampler=CellSampler(), pruner=make_pruner(spec.pruner), load_if_exists=True,
+    )
+
+
+def _spec_yaml(spec: SweepSpec) -> str:
+    if spec.path and Path(spec.path).is_file():
+        return Path(spec.path).read_text()
+    return yaml.safe_dump(spec.raw, sort_keys=False)
+
+
+def _read_curves(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            rows.append({k: (float(v) if v not in ("", None) else None) for k, v in row.items()})
+    return rows
+
+
+def _monitor_metric(metric: str) -> str:
+    # Pruning needs a value every epoch: test/best metrics are only known at the end.
+    return {"test_acc": "val_acc", "best_val_acc": "val_acc"}.get(metric, metric)
+
+
+def _pruning_callback(trial: optuna.Trial, spec: SweepSpec) -> list[Any]:
+    if spec.pruner == "none":
+        return []
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    return [PyTorchLightningPruningCallback(trial, monitor=_monitor_metric(spec.metric))]
+
+
+def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
+    """Train the trial's configuration and record the outcome in the study; returns its state."""
+    from suite.train import train
+
+    spec = plan.spec
+    attrs = trial.user_attrs
+    tuned = {p.name: suggest(trial, p) for p in spec.tune}
+    config = RunConfig.from_dict({**attrs["config"], **tuned})
+    if plan.threads:
+        config = config.replace(threads=plan.threads)
+    study_dir = Path(plan.runs_root) / spec.study
+    run_dir = study_dir / "trials" / f"t{trial.number:05d}"
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr("run_dir", str(run_dir))
+    with Heartbeat(trial):
+        try:
+            result = train(config, run_dir, callbacks=_pruning_callback(trial, spec),
+                           wandb_dir=study_dir, run_name=f"{spec.study}/t{trial.number}",
+                           progress=False)
+        except optuna.TrialPruned:
+            trial.set_user_attr("curves", _read_curves(run_dir / "curves.csv"))
+            trial.study.tell(trial, state=TrialState.PRUNED)
+            return "pruned"
+        except KeyboardInterrupt:
+            trial.set_user_attr("failure", "interrupted")
+            trial.set_user_attr("error", "interrupted (Ctrl-C); rerun the sweep to resume")
+            trial.study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as err:  # a crash fails this trial only; the sweep goes on
+            tb = traceback.format_exc(limit=8)
+            trial.set_user_attr("failure", "crash")
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}\n{tb}"[-4000:])
+            trial.study.tell(trial, state=TrialState.FAIL)
+            return "failed"
+    trial.set_user_attr("result", result)
+    trial.set_user_attr("curves", _read_curves(run_dir / "curves.csv"))
+    trial.set_user_attr("diverged", bool(result.get("diverged")))
+    value = result.get(spec.metric)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        value = worst_value(spec.direction)
+    try:
+        trial.study.tell(trial, float(value))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Taken for lost (no heartbeat within the grace period) and queued again elsewhere.
+        print(f"bitsweep: trial {trial.number} was declared lost while it ran; its result is "
+              f"kept in {run_dir} but not in the study", file=sys.stderr)
+        return "lost"
+    return "diverged" if result.get("diverged") else "complete"
+
+
+def _others_running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def work(plan: WorkerPlan, counter: Any = None, parent: int | None = None) -> int:
+    """Claim and run trials until the queue is empty and no other trial runs; returns how many
+    this worker ran. ``counter`` (a shared integer) enforces ``plan.limit`` across workers."""
+    _quiet_optuna()
+    if plan.threads:
+        import torch
+
+        torch.set_num_threads(plan.threads)
+    study = open_study(plan.spec, plan.url)
+    ran = 0
+    while True:
+        if parent is not None and os.getppid() != parent:
+            break  # the sweep command was killed: do not go on alone
+        if plan.limit is not None and counter is not None:
+            with counter.get_lock():
+                if counter.value >= plan.limit:
+                    break
+                counter.value += 1
+        trial = claim(study)
+        if trial is None:
+            if plan.limit is not None and counter is not None:
+                with counter.get_lock():
+                    counter.value -= 1
+            with queue_lock(plan.url):
+                state = sync_queue(study, plan.spec, retry_crashed=False, grace=plan.grace)
+            if state.enqueued:
+                continue
+            if not _others_running(study):
+                break
+            time.sleep(_POLL_SECONDS)  # another worker's trial may yet be lost and queued again
+            continue
+        run_trial(trial, plan)
+        ran += 1
+    return ran
+
+
+def _worker_entry(plan: WorkerPlan, counter: Any, parent: int) -> None:
+    try:
+        work(plan, counter, parent)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+class Progress:
+    """Trials done / total with an ETA: a bar in a terminal, one plain line per trial elsewhere."""
+
+    def __init__(self, study: optuna.Study, total: int, already: int) -> None:
+        self._study = study
+        self._seen: set[int] = {t.number for t in study.get_trials(deepcopy=False)
+                                if t.state.is_finished()}
+        self._done = already
+        self._total = total
+        self._tty = sys.stderr.isatty() and not os.environ.get("CI")
+        self._bar = None
+        if self._tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=already, unit="trial", desc="sweep",
+                             dynamic_ncols=True)
+
+    def poll(self) -> None:
+        with contextlib.suppress(Exception):  # progress must never break a sweep
+            for t in self._study.get_trials(deepcopy=False):
+                if not t.state.is_finished() or t.number in self._seen:
+                    continue
+                self._seen.add(t.number)
+                self._show(t)
+
+    def _show(self, t: optuna.trial.FrozenTrial) -> None:
+        cfg = t.user_attrs.get("config", {})
+        result = t.user_attrs.get("result") or {}
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self._done += 1
+        what = f"{cfg.get('model')} {cfg.get('precision')} seed={cfg.get('seed')}"
+        if t.state == TrialState.COMPLETE:
+            acc = result.get("val_acc")
+            outcome = "diverged" if result.get("diverged") else (
+                f"val_acc={acc:.3f}" if isinstance(acc, float) else "done")
+            outcome += f" ({result.get('fit_seconds', 0):.1f} s)"
+        elif t.state == TrialState.FAIL:
+            outcome = "FAILED: " + str(t.user_attrs.get("error", "")).splitlines()[0][:120]
+        else:
+            outcome = t.state.name.lower()
+        line = f"[{self._done}/{self._total}] trial {t.number} {what}: {outcome}"
+        if self._bar is not None:
+            self._bar.update(1 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else 0)
+            if t.state == TrialState.FAIL:
+                self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.poll()
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _default_threads(workers: int) -> int | None:
+    if workers == 1:
+        return None  # train() picks (all cores but one for W&B's service)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    """Outcome per slot: a slot retried after a crash counts once, by its last word."""
+    outcome: dict[str, str] = {}
+    rank = {"failed": 0, "pruned": 1, "diverged": 2, "complete": 2}
+    for t in study.get_trials(deepcopy=False):
+        slot = t.user_attrs.get("slot") or f"trial-{t.number}"
+        if t.state == TrialState.COMPLETE:
+            state = "diverged" if t.user_attrs.get("diverged") else "complete"
+        elif t.state == TrialState.PRUNED:
+            state = "pruned"
+        elif t.state == TrialState.FAIL:
+            state = "failed"
+        else:
+            continue
+        if slot not in outcome or rank[state] >= rank[outcome[slot]]:
+            outcome[slot] = state
+    counts = dict.fromkeys(("complete", "diverged", "pruned", "failed"), 0)
+    for state in outcome.values():
+        counts[state] += 1
+    return counts
+
+
+def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | None = None,
+              n_trials: int | None = None, runs_root: Path = Path("runs"),
+              threads: int | None = None, grace: float = GRACE_SECONDS) -> dict[str, Any]:
+    """Run (or resume, or join) the study of ``spec``; returns a summary of the study's state.
+
+    ``n_trials``: start at most this many trials on this machine. ``grace``: seconds without a
+    heartbeat after which another machine's running trial counts as lost.
+    """
+    workers = workers or spec.workers
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: need at least 1 worker")
+    if n_trials is not None and n_trials < 0:
+        raise ValueError(f"--n-trials {n_trials}: must be >= 0")
+    url = storage_url(spec, storage, runs_root)
+    start = time.perf_counter()
+    study = open_study(spec, url)
+    study.set_user_attr("spec", spec.raw)
+    study.set_user_attr("spec_yaml", _spec_yaml(spec))
+    with queue_lock(url):
+        state = sync_queue(study, spec, retry_crashed=True, grace=grace)
+    print(f"bitsweep: study {spec.study!r} in {describe(url)}: {state.slots} trials, "
+          f"{state.done} done, {state.pending} to run"
+          + (f", {state.failed_for_good} failed for good" if state.failed_for_good else ""),
+          file=sys.stderr)
+    plan = WorkerPlan(spec=spec, url=url, runs_root=str(runs_root),
+                      threads=threads or _default_threads(workers), limit=n_trials, grace=grace)
+    progress = Progress(study, state.slots, state.done)
+    interrupted = False
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("i", 0)
+    try:
+        if workers == 1:
+            stop = threading.Event()
+
+            def watch() -> None:
+                while not stop.wait(_POLL_SECONDS):
+                    progress.poll()
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            try:
+                work(plan, counter)
+            finally:
+                stop.set()
+                watcher.join()
+        else:
+            procs = [ctx.Process(target=_worker_entry, name=f"bitsweep-worker-{i}",
+                                 args=(WorkerPlan(**{**plan.__dict__, "index": i}), counter,
+                                       os.getpid()))
+                     for i in range(workers)]
+            for p in procs:
+                p.start()
+            try:
+                while any(p.is_alive() for p in procs):
+                    progress.poll()
+                    for p in procs:
+                        p.join(timeout=_POLL_SECONDS / len(procs))
+            except KeyboardInterrupt:
+                for p in procs:  # they got the Ctrl-C too: let them record their trials
+                    p.join(timeout=30)
+                raise
+            finally:
+                for p in procs:
+                    if p.is_alive():
+                        p.terminate()
+            crashed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+            if crashed:
+                print(f"bitsweep: {len(crashed)} worker(s) exited with {crashed}; rerun the same "
+                      "command to resume", file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+    summary: dict[str, Any] = {"study": spec.study, "storage": describe(url),
+                               "runs": str(Path(runs_root) / spec.study), "trials": state.slots,
+                               **_counts(study), "seconds": round(time.perf_counter() - start, 1)}
+    if interrupted:
+        summary["interrupted"] = True
+        raise SweepInterrupted(summary)
+    return summary
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; carries the summary of what is stored."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__("interrupted")
+        self.summary = summary

@@ -1,0 +1,252 @@
+"""Where a study lives, and the queue of its grid cells.
+
+Every (cell, repeat) of a sweep is a *slot*. The queue holds one Optuna trial per slot, enqueued as
+a WAITING trial whose user attributes carry the cell and its RunConfig; workers claim waiting
+trials with Optuna's own atomic WAITING -> RUNNING transition, so a slot runs once however many
+workers and machines share the study. Enqueueing happens under a lock that spans processes (a file
+lock for file and SQLite storage, a PostgreSQL advisory lock for PostgreSQL), so two machines
+starting together cannot enqueue a slot twice.
+
+A worker that dies leaves its trial RUNNING. Each running trial carries its host and pid and a
+heartbeat (a trial system attribute refreshed every ``HEARTBEAT_SECONDS``); a trial whose process
+is gone on this host, or whose heartbeat is older than the grace period, is failed as ``lost`` and
+its slot enqueued again. The same mechanism serves every storage (Optuna's own heartbeats exist
+for RDB storage only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import socket
+import threading
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from suite.sweep_spec import SweepSpec
+
+HEARTBEAT_SECONDS = 10.0
+GRACE_SECONDS = 60.0  # a trial silent this long on another host is taken as lost
+MAX_CRASHES = 2       # a slot whose run raised this many times is not retried again
+MAX_LOST = 3          # a slot whose worker died this many times (e.g. killed for memory) neither
+_HEARTBEAT_KEY = "bitsweep:heartbeat"
+
+
+class StorageError(ValueError):
+    """The study's storage cannot be opened; the message says which and how to fix it."""
+
+
+def describe(url: str) -> str:
+    """The storage URL with any password hidden, for logs and reports."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def storage_url(spec: SweepSpec, override: str | None, runs_root: Path) -> str:
+    """``--storage`` wins over the spec's ``storage``; the default is a journal file in runs/."""
+    return override or spec.default_storage(runs_root)
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage for a URL (sqlite, postgresql, mysql) or a journal file path."""
+    if _is_url(url):
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except ImportError as err:
+            raise StorageError(f"storage {describe(url)}: driver missing ({err}); for PostgreSQL "
+                               "install the postgres extra: pip install 'bitsweep[postgres]'") from None
+        except Exception as err:  # SQLAlchemy's errors: bad URL, refused connection, bad login
+            raise StorageError(f"storage {describe(url)} cannot be opened: "
+                               f"{str(err).splitlines()[0]}") from None
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Optuna holds this lock only for one append; a worker SIGKILLed inside one leaves the lock
+    # file behind, which the next process breaks after the grace period (Optuna's default, 30 s).
+    lock = optuna.storages.journal.JournalFileOpenLock(str(path), grace_period=10)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock))
+
+
+@contextlib.contextmanager
+def queue_lock(url: str) -> Iterator[None]:
+    """Serialise queue edits across processes and machines sharing one storage."""
+    if url.startswith(("postgresql", "postgres:")):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url.replace("postgres://", "postgresql://", 1),
+                                          poolclass=sqlalchemy.pool.NullPool)
+        key = zlib.crc32(b"bitsweep-queue") & 0x7FFFFFFF
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        engine.dispose()
+        return
+    if url.startswith("sqlite:///"):
+        target = Path(url[len("sqlite:///"):])
+    elif _is_url(url):
+        yield  # other servers: the WAITING -> RUNNING claim is still atomic
+        return
+    else:
+        target = Path(url)
+    lock_path = target.with_name(target.name + ".queue-lock")  # not ".lock": Optuna's journal uses it
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def slot_key(cell: str, repeat: int) -> str:
+    return f"{cell}#{repeat}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_lost(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> bool:
+    attrs = trial.user_attrs
+    if attrs.get("host") == socket.gethostname() and isinstance(attrs.get("pid"), int):
+        if not _pid_alive(attrs["pid"]):
+            return True
+    beat = trial.system_attrs.get(_HEARTBEAT_KEY)
+    if beat is None:  # claimed but not yet started: judge by when it was claimed
+        start = trial.datetime_start.timestamp() if trial.datetime_start else now
+        return now - start > grace
+    return now - float(beat) > grace
+
+
+@dataclass
+class QueueState:
+    slots: int
+    done: int
+    pending: int
+    enqueued: int
+    failed_for_good: int
+    lost: int
+
+
+def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
+               grace: float = GRACE_SECONDS) -> QueueState:
+    """Fail lost trials and enqueue every slot that has no finished, waiting or running trial.
+
+    Call it under ``queue_lock``. ``retry_crashed``: also enqueue slots whose run raised (done
+    when a sweep command starts, since the user may have fixed the cause; not while it runs).
+    """
+    storage = study._storage  # noqa: SLF001 - Optuna exposes no public per-trial state setter
+    now = time.time()
+    by_slot: dict[str, list[optuna.trial.FrozenTrial]] = defaultdict(list)
+    lost = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING and _is_lost(t, now, grace):
+            storage.set_trial_user_attr(t._trial_id, "error", "worker lost: its process died or "  # noqa: SLF001
+                                        f"sent no heartbeat for {grace:.0f} s")
+            storage.set_trial_user_attr(t._trial_id, "failure", "lost")  # noqa: SLF001
+            try:
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # it finished after all
+            lost += 1
+            t = storage.get_trial(t._trial_id)  # noqa: SLF001
+        slot = t.user_attrs.get("slot")
+        if slot:
+            by_slot[slot].append(t)
+    done = pending = enqueued = dead = 0
+    for index, config in enumerate(spec.cells):
+        cell = spec.key(config)
+        for repeat in range(spec.trials_per_cell):
+            key = slot_key(cell, repeat)
+            trials = by_slot.get(key, [])
+            states = {t.state for t in trials}
+            if states & {TrialState.COMPLETE, TrialState.PRUNED}:
+                done += 1
+                continue
+            if states & {TrialState.WAITING, TrialState.RUNNING}:
+                pending += 1
+                continue
+            failures = [t.user_attrs.get("failure", "crash") for t in trials]
+            crashes, losses = failures.count("crash"), failures.count("lost")
+            if crashes and not retry_crashed or crashes >= MAX_CRASHES or losses >= MAX_LOST:
+                dead += 1
+                continue
+            study.enqueue_trial({}, user_attrs={
+                "cell": cell, "slot": key, "cell_index": index, "repeat": repeat,
+                "attempt": len(trials) + 1, "config": config.to_dict(),
+            })
+            enqueued += 1
+            pending += 1
+    return QueueState(len(spec.cells) * spec.trials_per_cell, done, pending, enqueued, dead, lost)
+
+
+def claim(study: optuna.Study) -> optuna.Trial | None:
+    """Take one waiting trial, or None when the queue is empty. Never creates a trial: Study.ask
+    would make an empty one when another worker wins the race for the last waiting trial."""
+    storage = study._storage  # noqa: SLF001
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):  # noqa: SLF001
+                return optuna.Trial(study, t._trial_id)  # noqa: SLF001
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+class Heartbeat:
+    """Marks a running trial alive from a background thread until stopped."""
+
+    def __init__(self, trial: optuna.Trial, every: float = HEARTBEAT_SECONDS) -> None:
+        self._storage, self._id = trial.storage, trial._trial_id  # noqa: SLF001
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bitsweep-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        with contextlib.suppress(Exception):  # a finished trial or a storage hiccup: next beat
+            self._storage.set_trial_system_attr(self._id, _HEARTBEAT_KEY, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._beat()
+
+    def __enter__(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def worst_value(direction: str) -> float:
+    """The objective value of a run that gave none (diverged): worse than any real value."""
+    return -math.inf if direction == "maximize" else math.inf

@@ -1,0 +1,142 @@
+"""The W&B path for the same study: an exported sweep config, and the program its agent calls.
+
+W&B sweeps need a W&B server, so Optuna drives sweeps by default; a user who has a server runs
+
+    bitsweep wandb-sweep sweeps/x.yaml --out sweep.yaml && wandb sweep sweep.yaml && wandb agent ID
+
+The exported config is a grid over the spec's axes (or over cell indices when the spec is a union of
+grids), and its command runs ``bitsweep agent-run SPEC --key=value ...``: one configuration,
+validated by the same spec code, trained by the same ``train``, recorded in the same Optuna storage
+as a ``bitsweep sweep`` trial, so ``bitsweep report`` reads both paths alike. W&B grids take only
+discrete values, so each tuned parameter becomes ``trials`` evenly spaced values of its range.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from suite.config import ConfigError, RunConfig
+from suite.sweep_spec import SpecError, SweepSpec, TuneParam, load_spec, parse_spec
+
+
+def _tune_values(param: TuneParam, count: int) -> list[Any]:
+    if param.kind == "categorical":
+        return list(param.choices)
+    space = np.geomspace if param.log else np.linspace
+    values = space(param.low, param.high, count)
+    if param.kind == "int":
+        return sorted({int(round(v)) for v in values})
+    return [float(f"{v:.6g}") for v in values]
+
+
+def _single_grid(spec: SweepSpec) -> dict[str, list[Any]] | None:
+    grid = spec.raw.get("grid")
+    return dict(grid) if isinstance(grid, dict) else None
+
+
+def wandb_sweep_config(spec: SweepSpec, *, runs_root: Path = Path("runs")) -> dict[str, Any]:
+    """A W&B sweep config (method grid) equivalent to ``spec``."""
+    grid = _single_grid(spec)
+    if grid is not None:
+        parameters = {name: {"values": list(values)} for name, values in grid.items()}
+    else:
+        parameters = {"cell": {"values": list(range(len(spec.cells)))}}
+    for param in spec.tune:
+        parameters[param.name] = {"values": _tune_values(param, spec.trials_per_cell)}
+    spec_path = str(Path(spec.path).resolve()) if spec.path else f"sweeps/{spec.study}.yaml"
+    return {
+        "name": spec.study,
+        "description": spec.description or f"bitsweep study {spec.study}",
+        "method": "grid",
+        "metric": {"name": spec.metric, "goal": spec.direction},
+        "parameters": parameters,
+        "command": ["${env}", "${interpreter}", "-m", "suite", "agent-run", spec_path,
+                    "--runs", str(Path(runs_root).resolve()), "${args}"],
+    }
+
+
+def parse_agent_args(extra: list[str]) -> dict[str, Any]:
+    """``--key=value`` (as the W&B agent writes them) or ``--key value`` -> typed values."""
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}; the agent passes --key=value")
+        key, eq, text = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise ConfigError(f"--{key} needs a value")
+            i += 1
+            text = extra[i]
+        values[key.replace("-", "_")] = yaml.safe_load(text)
+        i += 1
+    return values
+
+
+def config_for(spec: SweepSpec, params: dict[str, Any]) -> tuple[RunConfig, str]:
+    """The RunConfig and cell key of one agent call, checked by the spec's own validation."""
+    params = dict(params)
+    tuned = {p.name: params.pop(p.name) for p in spec.tune if p.name in params}
+    if "cell" in params:
+        index = params.pop("cell")
+        if not isinstance(index, int) or not 0 <= index < len(spec.cells):
+            raise SpecError(f"cell={index!r}: the study has cells 0..{len(spec.cells) - 1}")
+        config = spec.cells[index]
+    else:
+        grid = _single_grid(spec) or {}
+        unknown = sorted(set(params) - set(grid))
+        if unknown:
+            raise SpecError(f"{', '.join(unknown)}: not an axis of study {spec.study!r} "
+                            f"(axes: {', '.join(grid)})")
+        missing = sorted(set(grid) - set(params))
+        if missing:
+            raise SpecError(f"missing value for axis {', '.join(missing)}")
+        for key, value in params.items():
+            if value not in grid[key]:
+                raise SpecError(f"{key}={value!r} is not in the study's grid {grid[key]!r}")
+        one = {**spec.raw, "grid": {k: [v] for k, v in params.items()}}
+        one.pop("tune", None)
+        one.pop("pruner", None)
+        config = parse_spec(one).cells[0]
+    cell = spec.key(config)
+    if tuned:
+        config = RunConfig.from_dict({**config.to_dict(), **tuned})
+    return config, cell
+
+
+def agent_run(spec_path: str | Path, extra: list[str], *, runs_root: Path = Path("runs"),
+              storage: str | None = None) -> dict[str, Any]:
+    """Train one configuration for a W&B agent and store it like a sweep trial."""
+    import optuna
+
+    from suite.sweep import _read_curves, open_study
+    from suite.sweep_store import storage_url
+    from suite.train import train
+
+    spec = load_spec(spec_path)
+    config, cell = config_for(spec, parse_agent_args(extra))
+    study_dir = Path(runs_root) / spec.study
+    run_id = os.environ.get("WANDB_RUN_ID") or f"{int(time.time() * 1000):x}"
+    run_dir = study_dir / "wandb-sweep" / run_id
+    result = train(config, run_dir, wandb_dir=study_dir, run_name=f"{spec.study}/{run_id}",
+                   progress=False)
+    study = open_study(spec, storage_url(spec, storage, Path(runs_root)))
+    value = result.get(spec.metric)
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    study.add_trial(optuna.trial.create_trial(
+        value=float(value) if ok else (-math.inf if spec.direction == "maximize" else math.inf),
+        user_attrs={"config": config.to_dict(), "result": result, "cell": cell,
+                    "curves": _read_curves(run_dir / "curves.csv"), "source": "wandb-agent",
+                    "diverged": bool(result.get("diverged")), "run_dir": str(run_dir),
+                    "host": socket.gethostname()},
+    ))
+    return result
