@@ -135,9 +135,9 @@ def _pid_alive(pid: int) -> bool:
 
 def _is_lost(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> bool:
     attrs = trial.user_attrs
-    if attrs.get("host") == socket.gethostname() and isinstance(attrs.get("pid"), int):
-        if not _pid_alive(attrs["pid"]):
-            return True
+    pid = attrs.get("pid")
+    if attrs.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return True
     beat = trial.system_attrs.get(_HEARTBEAT_KEY)
     if beat is None:  # claimed but not yet started: judge by when it was claimed
         start = trial.datetime_start.timestamp() if trial.datetime_start else now
@@ -171,10 +171,8 @@ def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
             storage.set_trial_user_attr(t._trial_id, "error", "worker lost: its process died or "  # noqa: SLF001
                                         f"sent no heartbeat for {grace:.0f} s")
             storage.set_trial_user_attr(t._trial_id, "failure", "lost")  # noqa: SLF001
-            try:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # it just ended
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # it finished after all
             lost += 1
             t = storage.get_trial(t._trial_id)  # noqa: SLF001
         slot = t.user_attrs.get("slot")
