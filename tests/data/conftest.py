@@ -137,15 +137,18 @@ WIKI = {
 }
 
 
-def make_wikitext_zip(path: Path) -> None:
+def make_wikitext_zip(path: Path, folder: str = "wikitext-2-raw") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as zf:
         for split, text in WIKI.items():
-            zf.writestr(f"wikitext-2-raw/wiki.{split}.raw", text.encode("utf-8"))
+            zf.writestr(f"{folder}/wiki.{split}.raw", text.encode("utf-8"))
 
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+DOWNLOADABLE = ("cifar10", "fashion-mnist", "mnist", "tinyshakespeare", "wikitext103", "wikitext2")
 
 
 @dataclass
@@ -165,7 +168,9 @@ def served(server, monkeypatch) -> Served:
     (server.root / "tinyshakespeare").mkdir()
     (server.root / "tinyshakespeare" / "input.txt").write_text(SHAKESPEARE)
     make_wikitext_zip(server.root / "wikitext2" / "wikitext-2-raw-v1.zip")
-    for name in ("mnist", "cifar10", "tinyshakespeare", "wikitext2"):
+    make_wikitext_zip(server.root / "wikitext103" / "wikitext-103-raw-v1.zip", "wikitext-103-raw")
+    make_mnist_files(server.root / "fashion-mnist", rng)
+    for name in DOWNLOADABLE:
         entries = tuple(
             RemoteFile(r.filename, (), sha256=sha256_of(server.root / name / r.filename))
             for r in sources.REMOTE_FILES[name]

@@ -81,6 +81,21 @@ def test_text_downloads_tokenise_to_shifted_windows(served):
     )
 
 
+def test_every_downloadable_dataset_comes_over_http(served, sandbox, monkeypatch):
+    from conftest import DOWNLOADABLE
+
+    from suite.data import DATASETS, EMBEDDED
+
+    assert set(DOWNLOADABLE) == set(DATASETS) - set(EMBEDDED)  # a new dataset needs a file here
+    monkeypatch.setattr("suite.data.paths.SYSTEM_DATA_DIRS", ())  # not Debian's Fashion-MNIST
+    for name in DOWNLOADABLE:
+        splits = load_dataset(name, block_size=8)
+        assert len(splits.train_y) and len(splits.val_y) and len(splits.test_y), name
+        assert (sandbox / name).is_dir(), name
+        assert any(r.startswith(f"/{name}/") for r in served.server.requests), name
+    assert load_dataset("fashion-mnist").image_kind == "natural"
+
+
 def test_wrong_checksum_names_both_and_leaves_nothing(served, sandbox, monkeypatch):
     expected = "0" * 64
     real = hashlib.sha256((served.server.root / "cifar10/cifar-10-python.tar.gz").read_bytes())

@@ -46,6 +46,18 @@ def test_digits_layout():
     assert d.vocab is None
 
 
+def test_digits_split_is_pinned():
+    """The seeded split is part of the benchmark: a code change that moves it is caught here
+    (labels only: float normalisation may differ in the last bit across platforms)."""
+    import hashlib
+
+    d = load_dataset("digits")
+    got = {k: hashlib.sha256(getattr(d, k).numpy().tobytes()).hexdigest()[:16]
+           for k in ("train_y", "val_y", "test_y")}
+    assert got == {"train_y": "f120ee644fcfc218", "val_y": "c6ecb092b2229451",
+                   "test_y": "b7a8a29bf5422bcf"}
+
+
 def test_stdlib_text_layout():
     t = load_dataset("stdlib-text", block_size=32)
     assert (t.task, t.image_kind, t.input_shape) == ("text", None, (32,))
