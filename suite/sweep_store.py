@@ -64,11 +64,23 @@ def _is_url(text: str) -> bool:
     return "://" in text
 
 
+def rdb_url(url: str) -> str:
+    """Name a PostgreSQL driver that is installed: SQLAlchemy 2.1 reads a bare ``postgresql://``
+    as psycopg 3, while the ``postgres`` extra installs psycopg2."""
+    import importlib.util
+
+    for bare in ("postgres://", "postgresql://"):
+        if url.startswith(bare):
+            rest = url[len(bare):]
+            driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+            return f"postgresql+{driver}://{rest}"
+    return url
+
+
 def open_storage(url: str) -> Any:
     """An Optuna storage for a URL (sqlite, postgresql, mysql) or a journal file path."""
     if _is_url(url):
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url[len("postgres://"):]
+        url = rdb_url(url)
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
         except ImportError as err:
@@ -91,8 +103,7 @@ def queue_lock(url: str) -> Iterator[None]:
     if url.startswith(("postgresql", "postgres:")):
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(url.replace("postgres://", "postgresql://", 1),
-                                          poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(rdb_url(url), poolclass=sqlalchemy.pool.NullPool)
         key = zlib.crc32(b"bitsweep-queue") & 0x7FFFFFFF
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})

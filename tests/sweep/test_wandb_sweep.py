@@ -1,0 +1,102 @@
+"""The W&B path: the exported sweep config's command, filled in as `wandb agent` fills it,
+trains the same RunResult as `bitsweep train` and lands in the same study storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from suite.cli import main
+from suite.sweep_spec import load_spec
+from suite.sweep_store import open_storage
+from suite.wandb_sweep import config_for, wandb_sweep_config
+
+ROOT = Path(__file__).parents[2]
+RAW = {"study": "wb", "fixed": {"dataset": "digits", "epochs": 2, "batch_size": 256},
+       "grid": {"model": ["fc"], "bits": [1, 2], "zero": [False, True], "seed": [0, 1]},
+       "wandb": {"mode": "offline", "project": "bitsweep-test"}}
+METRICS = ("train_loss", "val_loss", "val_acc", "test_acc", "best_val_acc", "flip_rate",
+           "params", "params_quantized", "quantized_bytes")
+
+
+def agent_command(template: list[str], params: dict) -> list[str]:
+    """What the W&B agent executes: ${env} -> /usr/bin/env, ${interpreter} -> python,
+    ${args} -> --key=value per parameter (str() of the value, as the agent writes it)."""
+    out: list[str] = []
+    for part in template:
+        if part == "${env}":
+            out.append("/usr/bin/env")
+        elif part == "${interpreter}":
+            out.append(sys.executable)
+        elif part == "${args}":
+            out.extend(f"--{k}={v}" for k, v in params.items())
+        else:
+            out.append(part)
+    return out
+
+
+def test_exported_config_is_a_grid_over_the_spec_axes(tmp_path, write_spec, capsys):
+    spec_path = write_spec(RAW)
+    out = tmp_path / "wb.yaml"
+    assert main(["wandb-sweep", str(spec_path), "--out", str(out), "--runs", "r"]) == 0
+    config = yaml.safe_load(out.read_text())
+    assert config["method"] == "grid"
+    assert config["metric"] == {"name": "val_acc", "goal": "maximize"}
+    assert config["parameters"]["bits"] == {"values": [1, 2]}
+    assert config["parameters"]["zero"] == {"values": [False, True]}
+    assert "${args}" in config["command"] and "agent-run" in config["command"]
+    # Every W&B grid point maps to one spec cell, and back.
+    spec = load_spec(spec_path)
+    keys = {config_for(spec, {"model": "fc", "bits": b, "zero": z, "seed": s})[1]
+            for b in (1, 2) for z in (False, True) for s in (0, 1)}
+    assert keys == {spec.key(c) for c in spec.cells}
+
+
+def test_tuned_parameters_become_discrete_values(write_spec):
+    spec = load_spec(write_spec({**RAW, "tune": {"lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                                                 "trials": 3}}))
+    values = wandb_sweep_config(spec)["parameters"]["lr"]["values"]
+    assert values == pytest.approx([1e-4, 1e-3, 1e-2])
+
+
+def test_agent_command_trains_the_same_result_as_bitsweep_train(tmp_path, write_spec):
+    spec_path = write_spec(RAW)
+    runs = tmp_path / "runs"
+    config = wandb_sweep_config(load_spec(spec_path), runs_root=runs)
+    env = {**os.environ, "CI": "true", "WANDB_MODE": "offline", "WANDB_RUN_ID": "agent1"}
+    cmd = agent_command(config["command"], {"model": "fc", "bits": 2, "zero": True, "seed": 1})
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    agent = json.loads((runs / "wb" / "wandb-sweep" / "agent1" / "result.json").read_text())
+
+    direct = tmp_path / "direct"
+    assert main(["train", "--model", "fc", "--dataset", "digits", "--precision", "2.32",
+                 "--epochs", "2", "--batch-size", "256", "--seed", "1",
+                 "--wandb-mode", "disabled", "--wandb-project", "bitsweep-test",
+                 "--out", str(direct)]) == 0
+    ref = json.loads((direct / "result.json").read_text())
+    assert agent["precision"] == "2.32" and agent["levels"] == 5 and agent["zero"] is True
+    for key in METRICS:
+        assert agent[key] == pytest.approx(ref[key], rel=1e-6), key
+    # Recorded in the study like a sweep trial, so `bitsweep report` reads both paths.
+    study = optuna.load_study(study_name="wb",
+                              storage=open_storage(str(runs / "wb" / "optuna.journal")))
+    (trial,) = study.trials
+    assert trial.user_attrs["result"]["val_acc"] == agent["val_acc"]
+    assert trial.user_attrs["source"] == "wandb-agent"
+    assert list((runs / "wb" / "wandb").glob("offline-run-*"))
+
+
+def test_agent_rejects_values_outside_the_grid(write_spec):
+    spec = load_spec(write_spec(RAW))
+    with pytest.raises(ValueError, match="bits=3"):
+        config_for(spec, {"model": "fc", "bits": 3, "zero": False, "seed": 0})
+    with pytest.raises(ValueError, match="missing value for axis seed"):
+        config_for(spec, {"model": "fc", "bits": 1, "zero": False})
