@@ -98,6 +98,8 @@ def pack_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
     if config is not None:
         meta["config"] = config  # the same meta train.py writes, so the files are identical
     path = Path(out) if out is not None else run / PACKED_NAME
+    if path.resolve() in {(run / name).resolve() for name in (*RUN_FILES, "config.json")}:
+        raise PackError(f"--out {path} would overwrite the run's own {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     stats = save_packed(model, path, meta)
     read_packed(path)  # read back: checksums, header and every index stream decode

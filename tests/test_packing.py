@@ -231,6 +231,11 @@ def test_bad_run_directories_are_refused_with_exit_2(tmp_path, capsys):
     assert not (run / "model.bsw").exists()
     code, _, err = cli(capsys, "unpack", str(tmp_path / "missing.bsw"))
     assert code == 2 and "does not exist" in err
+    run = make_run(tmp_path / "other", "fc", "1", steps=0)
+    before = (run / "model.safetensors").read_bytes()
+    code, _, err = cli(capsys, "pack", str(run), "--out", str(run / "model.safetensors"))
+    assert code == 2 and "would overwrite" in err
+    assert (run / "model.safetensors").read_bytes() == before
 
 
 def test_file_without_a_model_spec_is_refused(tmp_path, capsys):

@@ -156,6 +156,7 @@ class Served:
     server: LocalServer
     mnist: dict[str, np.ndarray]
     cifar: dict[str, np.ndarray]
+    downloadable: tuple[str, ...] = DOWNLOADABLE
 
 
 @pytest.fixture

@@ -82,13 +82,11 @@ def test_text_downloads_tokenise_to_shifted_windows(served):
 
 
 def test_every_downloadable_dataset_comes_over_http(served, sandbox, monkeypatch):
-    from conftest import DOWNLOADABLE
-
     from suite.data import DATASETS, EMBEDDED
 
-    assert set(DOWNLOADABLE) == set(DATASETS) - set(EMBEDDED)  # a new dataset needs a file here
+    assert set(served.downloadable) == set(DATASETS) - set(EMBEDDED)  # a new dataset needs a file here
     monkeypatch.setattr("suite.data.paths.SYSTEM_DATA_DIRS", ())  # not Debian's Fashion-MNIST
-    for name in DOWNLOADABLE:
+    for name in served.downloadable:
         splits = load_dataset(name, block_size=8)
         assert len(splits.train_y) and len(splits.val_y) and len(splits.test_y), name
         assert (sandbox / name).is_dir(), name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, IMAGE_CLASSES, LM_SHAPE, RESOLUTIONS, VOCAB, tiny, tiny_input
+from tiny_models import FAMILIES, IMAGE_CLASSES, LM_SHAPE, RESOLUTIONS, VOCAB, tiny, tiny_input
 from torch import nn
 
 from suite.models import model_task

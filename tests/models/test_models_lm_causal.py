@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LM_SHAPE, VOCAB, tiny, tiny_input
+from tiny_models import LM_SHAPE, VOCAB, tiny, tiny_input
 
 
 @pytest.mark.parametrize("norm", ["post", "pre"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, qconfig, tiny
+from tiny_models import FAMILIES, qconfig, tiny
 from torch import nn
 
 from suite.quant import QuantMixin, param_summary

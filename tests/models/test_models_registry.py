@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAMILIES, qconfig, tiny
+from tiny_models import FAMILIES, qconfig, tiny
 
 from suite.models import MODELS, build_model, model_from_spec, model_spec, model_task
 from suite.quant import QuantConfig

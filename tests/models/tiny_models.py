@@ -1,4 +1,5 @@
-"""Tiny shapes so the whole directory runs in seconds."""
+"""Tiny model builders shared by the model tests (a plain module, not a conftest, so its name
+cannot clash with tests/data/conftest.py when both directories are collected)."""
 
 from __future__ import annotations
 
