@@ -34,7 +34,7 @@ class EpochRecorder(L.Callback):
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self._snapshot: dict[str, torch.Tensor] = {}
-        self._grad_sum = 0.0
+        self._grad_sum: float | torch.Tensor = 0.0
         self._grad_steps = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -45,8 +45,9 @@ class EpochRecorder(L.Callback):
                                  optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads:
-            norms = torch._foreach_norm(grads)
-            self._grad_sum += float(torch.linalg.vector_norm(torch.stack(norms)))
+            # summed on the device and read once per epoch: no host sync per step
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).detach()
+            self._grad_sum = self._grad_sum + norm
             self._grad_steps += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -71,7 +72,7 @@ class EpochRecorder(L.Callback):
             "val_loss": math.nan if diverged else get("val_loss"),
             "val_acc": math.nan if diverged else get("val_acc"),
             "val_ppl": None if diverged else get("val_ppl"),
-            "grad_norm": self._grad_sum / self._grad_steps if self._grad_steps else None,
+            "grad_norm": float(self._grad_sum) / self._grad_steps if self._grad_steps else None,
             "flip_rate": flips,
             "lr": lr,
         }

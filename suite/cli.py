@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args, extra)
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError) as err:
+        if args.command == "train" and not isinstance(err, ConfigError):
+            # train validates all its input into ConfigErrors before writing anything; any other
+            # error comes from inside the fit: a crash (exit 1), not bad input.
+            traceback.print_exc()
+            return 1
         # Bad input: say what and how to fix it, write nothing, exit 2 (like argparse).
         print(f"bitsweep {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -7,6 +7,8 @@ a bad value fails here, before anything is created, with a message naming the fi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -18,7 +20,9 @@ AUGMENTS = ("none", "standard", "strong")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 WANDB_MODES = ("offline", "online", "disabled")
-NORMS = ("auto", "batch", "none")
+# Norm choices per model family (suite/models/<family>.py resolve_norm); "auto" picks per resolution.
+NORMS = {"fc": ("auto", "layer", "batch", "none"), "cnn": ("auto", "batch", "none"),
+         "vit": ("auto", "pre", "post"), "lm": ("auto", "post", "pre")}
 CONV_NORMS = ("chw", "c", "hw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -78,6 +82,12 @@ class RunConfig:
 
         for f in fields(self):
             value = getattr(self, f.name)
+            optional = str(f.type).endswith("| None")
+            if value is None and not optional:
+                raise bad(f.name, "must not be null")
+            # precision may also be a number (YAML `precision: 2.32`); parse_resolution checks it
+            if f.type == "str" and f.name != "precision" and not isinstance(value, str):
+                raise bad(f.name, "must be a string")
             if f.type in ("int", "int | None") and value is not None:
                 if isinstance(value, float) and value.is_integer():
                     object.__setattr__(self, f.name, int(value))
@@ -104,7 +114,8 @@ class RunConfig:
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         choice("wandb_mode", WANDB_MODES)
-        choice("norm", NORMS)
+        family = self.model.split("-")[0]
+        choice("norm", NORMS.get(family, ("auto",)))
         choice("conv_norm", CONV_NORMS)
         choice("scale_rule", SCALE_RULES)
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -124,6 +135,10 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be >= 1 (or null)")
+        if not 0 <= self.seed < 2**32:
+            raise bad("seed", "must be in 0 .. 2**32 - 1")
+        if not isinstance(self.tags, (list, tuple)) or not all(isinstance(t, str) for t in self.tags):
+            raise bad("tags", "must be a list of strings")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise bad("grad_clip", "must be > 0 (or null for no clipping)")
         text_model = model_task(self.model) == "text"
@@ -162,7 +177,11 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def group(self) -> str:
-        """W&B group: the config without the seed, so seeds of one configuration group together."""
+        """W&B group: the config without the seed, so seeds of one configuration group together.
+
+        A readable prefix of the main axes, then a short hash of every field that changes what is
+        trained (all but the seed and where/how it is logged or run), so two configurations that
+        differ only in, say, the scale rule never share a group."""
         if self.wandb_group:
             return self.wandb_group
         parts = [self.model, self.dataset, self.precision, f"aug-{self.augment}", f"ep{self.epochs}"]
@@ -171,9 +190,15 @@ class RunConfig:
         if self.subset:
             parts.append(f"sub{self.subset}")
         parts.append(f"lr{self.lr:g}")
+        trained = {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINED}
+        digest = hashlib.sha1(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:8]
+        parts.append(digest)
         return "/".join(parts)
 
 
+# Fields that do not change what is trained: left out of the group hash.
+_NOT_TRAINED = frozenset({"seed", "device", "threads", "data_dir", "wandb_mode", "wandb_project",
+                          "wandb_group", "tags"})
 _TEXT_DATASETS = ("stdlib-text", "tinyshakespeare", "wikitext2", "wikitext103")
 
 

@@ -17,10 +17,13 @@ from suite.models import model_from_spec
 class BitsweepModule(L.LightningModule):
     """Trains ``model_from_spec(model_spec)`` with the optimiser and schedule of ``config``."""
 
+    CHECK_EVERY = 32  # accelerator steps between divergence checks (CPU checks every step)
+
     def __init__(self, config: dict[str, Any], model_spec: dict[str, Any], steps_per_epoch: int,
                  num_classes: int) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # The logger gets the flat RunConfig from train(); the nested hparams would only clutter it.
+        self.save_hyperparameters(logger=False)
         self.model = model_from_spec(model_spec)
         self.diverge_loss = float(config["diverge_loss"])
         self.acc = torch.nn.ModuleDict(
@@ -28,6 +31,7 @@ class BitsweepModule(L.LightningModule):
         )
         # Set when a training loss is NaN/inf or above the bound: the run stops and says so.
         self.diverged_epoch: int | None = None
+        self._bad: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -48,12 +52,20 @@ class BitsweepModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         loss = self._step(batch, "train")
-        value = float(loss.detach())
-        if not math.isfinite(value) or value > self.diverge_loss:
-            # Stop here rather than train on garbage; the result records the epoch (1-based).
-            self.diverged_epoch = self.current_epoch + 1
-            self.trainer.should_stop = True
-            return None
+        # Divergence (NaN/inf, or above the bound) is flagged on the device; reading the flag back
+        # is a host sync, cheap on CPU (every step) but a pipeline stall on a GPU, where it is read
+        # every CHECK_EVERY steps and on the epoch's last batch, so the recorded epoch is exact.
+        bad = ~torch.isfinite(loss.detach()) | (loss.detach() > self.diverge_loss)
+        self._bad = bad if self._bad is None else self._bad | bad
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        if loss.device.type == "cpu" or last or (batch_idx + 1) % self.CHECK_EVERY == 0:
+            flagged = bool(self._bad)
+            self._bad = None
+            if flagged:
+                # Stop rather than train on garbage; the result records the epoch (1-based).
+                self.diverged_epoch = self.current_epoch + 1
+                self.trainer.should_stop = True
+                return None  # no backward, no optimiser step on this batch
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -103,12 +115,13 @@ class LanguageModelModule(BitsweepModule):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._loss_sum: dict[str, list[float]] = {}
+        # token-weighted loss sums per stage, kept on the device (no per-step host sync)
+        self._loss_sum: dict[str, list[Any]] = {}
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         loss = super()._step(batch, stage)
         total = self._loss_sum.setdefault(stage, [0.0, 0])
-        total[0] += float(loss.detach()) * batch[1].numel()
+        total[0] = total[0] + loss.detach().float() * batch[1].numel()
         total[1] += batch[1].numel()
         return loss
 
@@ -116,7 +129,8 @@ class LanguageModelModule(BitsweepModule):
         # exp of the token-weighted mean loss, not the mean of per-batch exps.
         loss_sum, count = self._loss_sum.pop(stage, [0.0, 0])
         if count:
-            self.log(f"{stage}_ppl", math.exp(min(loss_sum / count, 50.0)))
+            mean = float(loss_sum) / count
+            self.log(f"{stage}_ppl", math.exp(min(mean, 50.0)) if math.isfinite(mean) else math.inf)
 
     def on_train_epoch_end(self) -> None:
         self._log_ppl("train")

@@ -1,22 +1,42 @@
-"""Weights & Biases: offline by default, online only with a key, and never a prompt or a hang."""
+"""Weights & Biases: offline by default, online only with a key, and never a prompt or a hang.
+
+One ``wandb.init`` per run, made here (not by Lightning's WandbLogger, which would pass settings
+newer wandb warns about and reuse a run left open by someone else): ``reinit="create_new"`` gives
+every train() call its own run even in a process that already has one, and ``finish`` closes it,
+so many runs in one worker stay separate. The logger handed to Lightning wraps that run.
+
+``read_offline_run`` reads an offline run's ``.wandb`` file back (config, summary, group, tags)
+without a server, so tests and users can check what was logged before ``wandb sync``.
+"""
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import struct
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-_warned = False
+_warned: set[str] = set()
+
+
+def _say_once(key: str, message: str) -> None:
+    if key not in _warned:
+        print(f"bitsweep: {message}", file=sys.stderr)
+        _warned.add(key)
 
 
 def has_wandb_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
+    host = (os.environ.get("WANDB_BASE_URL", "api.wandb.ai")
+            .removeprefix("https://").removeprefix("http://").rstrip("/"))
     try:
-        auth = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "api.wandb.ai")
-                                            .removeprefix("https://").removeprefix("http://"))
+        auth = netrc.netrc().authenticators(host)
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(auth and auth[2])
@@ -24,12 +44,9 @@ def has_wandb_key() -> bool:
 
 def resolve_mode(requested: str) -> str:
     """``online`` without a key would prompt for one: fall back to offline and say so once."""
-    global _warned
     if requested == "online" and not has_wandb_key():
-        if not _warned:
-            print("bitsweep: no W&B API key (WANDB_API_KEY or `wandb login`); logging offline. "
-                  "Upload later with `wandb sync <dir>/wandb/offline-run-*`.", file=sys.stderr)
-            _warned = True
+        _say_once("no-key", "no W&B API key (WANDB_API_KEY or `wandb login`); logging offline. "
+                            "Upload later with `wandb sync <dir>/wandb/offline-run-*`.")
         return "offline"
     return requested
 
@@ -42,31 +59,146 @@ def quiet_wandb_env() -> None:
     os.environ.setdefault("WANDB_INIT_TIMEOUT", "60")
 
 
-def make_logger(*, mode: str, project: str, group: str, name: str, save_dir: Path,
-                config: dict[str, Any], tags: list[str]) -> Any:
-    """Lightning's WandbLogger for one run, or None when W&B is disabled."""
+def _init(mode: str, **kwargs: Any) -> Any:
+    import wandb
+
+    settings = wandb.Settings(silent=True, console="off", x_disable_stats=True)
+    return wandb.init(mode=mode, reinit="create_new", settings=settings, **kwargs)
+
+
+def start_run(*, mode: str, project: str, group: str, name: str, save_dir: Path,
+              config: dict[str, Any], tags: list[str]) -> Any:
+    """Start this run's W&B run; None when W&B is disabled. An online start that fails (no
+    network, server down) falls back to offline instead of failing the run."""
     mode = resolve_mode(mode)
     if mode == "disabled":
         return None
     quiet_wandb_env()
-    import wandb
+    save_dir.mkdir(parents=True, exist_ok=True)
+    kwargs = {"project": project, "group": group[:128], "name": name, "dir": str(save_dir),
+              "config": config, "tags": [t[:64] for t in tags], "job_type": "train"}
+    if mode == "online":
+        try:
+            return _init("online", **kwargs)
+        except Exception as err:  # any failure to reach the server means offline
+            _say_once("online-failed", f"W&B online start failed ({type(err).__name__}: {err}); "
+                                       "logging offline.")
+    return _init("offline", **kwargs)
+
+
+def make_logger(run: Any) -> Any:
+    """Lightning's WandbLogger around a started run (epoch metrics, test metrics)."""
+    if run is None:
+        return None
     from lightning.pytorch.loggers import WandbLogger
 
-    save_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        project=project, group=group[:128], name=name, save_dir=str(save_dir), mode=mode,
-        config=config, tags=[t[:64] for t in tags], job_type="train", log_model=False,
-        settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
-    )
+    logger = WandbLogger(experiment=run, log_model=False)
+    run.define_metric("trainer/global_step")
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    return logger
 
 
-def finish(logger: Any, summary: dict[str, Any], *, failed: bool = False) -> str | None:
+def run_dir(run: Any) -> str | None:
+    """The run's local directory (``.../wandb/offline-run-<time>-<id>``)."""
+    files = getattr(run, "dir", None) if run is not None else None
+    return str(Path(files).parent) if files else None
+
+
+def finish(run: Any, summary: dict[str, Any], *, exit_code: int = 0) -> str | None:
     """Write the summary and close the run, so the next run in this process is a new one.
     Returns the run's local directory."""
-    if logger is None:
+    if run is None:
         return None
-    run = logger.experiment
-    run.summary.update({k: v for k, v in summary.items() if v is not None})
-    run_dir = getattr(run, "dir", None)
-    run.finish(exit_code=1 if failed else 0)
-    return str(Path(run_dir).parent) if run_dir else None
+    where = run_dir(run)
+    try:
+        if summary:
+            run.summary.update({k: v for k, v in summary.items() if v is not None})
+    finally:
+        run.finish(exit_code=exit_code)
+    return where
+
+
+# --- reading an offline run back -------------------------------------------------------------
+# A .wandb file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, version 0), then
+# 32 KiB blocks of records, each with a 7-byte header (crc32, length, type: full/first/middle/last)
+# holding one serialised wandb Record protobuf (or a piece of one). Checksums are not verified:
+# the file is only read back for inspection.
+
+_BLOCK = 32768
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _records(path: Path) -> Iterator[bytes]:
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B run file")
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        room = _BLOCK - pos % _BLOCK
+        if room < 7:  # block trailer padding
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            pos += room  # zero padding up to the next block
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == _FULL:
+            yield chunk
+        elif kind == _FIRST:
+            pending = chunk
+        elif kind == _MIDDLE:
+            pending += chunk
+        elif kind == _LAST:
+            yield pending + chunk
+            pending = b""
+
+
+def read_offline_run(run_directory: str | Path, *, wait: float = 0.0) -> dict[str, Any]:
+    """Config, summary, group, tags, name, id and exit code of a local (offline) W&B run.
+
+    ``run.finish()`` returns before wandb's service has written the last records (summary, exit)
+    to the file (here: up to ~50 ms later); ``wait`` seconds re-reads until the exit record is
+    there. ``exit_code`` stays None for a run that has not finished."""
+    directory = Path(run_directory)
+    files = sorted(directory.glob("run-*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"no run-*.wandb file in {directory}")
+    deadline = time.monotonic() + wait
+    while True:
+        out = _read_run_file(files[0])
+        if out["exit_code"] is not None or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.05)
+
+
+def _read_run_file(path: Path) -> dict[str, Any]:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out: dict[str, Any] = {"config": {}, "summary": {}, "group": None, "tags": [], "name": None,
+                           "id": None, "exit_code": None}
+
+    def apply(items: Any, target: dict[str, Any]) -> None:
+        for item in items:
+            key = item.key or "/".join(item.nested_key)
+            target[key] = json.loads(item.value_json)
+
+    for raw in _records(path):
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out.update(group=rec.run.run_group, tags=list(rec.run.tags), name=rec.run.display_name,
+                       id=rec.run.run_id)
+            apply(rec.run.config.update, out["config"])
+        elif kind == "config":
+            apply(rec.config.update, out["config"])
+        elif kind == "summary":
+            apply(rec.summary.update, out["summary"])
+        elif kind == "exit":
+            out["exit_code"] = rec.exit.exit_code
+    # W&B stores each config value as {"value": v} (plus internal "_wandb")
+    out["config"] = {k: v.get("value") if isinstance(v, dict) and "value" in v else v
+                     for k, v in out["config"].items() if k != "_wandb"}
+    return out

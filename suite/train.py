@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from suite.config import RunConfig
+from suite.config import ConfigError, RunConfig
 from suite.data import DataSplits, DeviceLoader, load_dataset, make_augment
 from suite.models import model_from_spec, model_spec
 from suite.quant import QuantConfig, param_summary
@@ -96,119 +102,250 @@ def _pack(model: torch.nn.Module, meta: dict[str, Any], path: Path) -> dict[str,
             "packed_compression": d["compression"]}
 
 
-def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = (),
-          wandb_dir: str | Path | None = None, run_name: str | None = None,
-          progress: bool | None = None) -> dict[str, Any]:
-    """Train one configuration and return its RunResult (also written to ``out_dir``).
+@dataclass
+class _Prepared:
+    """Everything a run needs, built and validated before anything is written."""
 
-    A diverged run (NaN/inf loss, or loss above ``config.diverge_loss``) stops early and returns
-    normally with ``diverged`` set: that is a result. Extra Lightning ``callbacks`` (e.g. Optuna's
-    pruning callback) are added to the trainer.
-    """
+    device: torch.device
+    data: DataSplits
+    spec: dict[str, Any]
+    module: Any
+    loaders: tuple[DeviceLoader, DeviceLoader, DeviceLoader]
+    flat: dict[str, Any]
+    summary: Any
+
+
+def _prepare(config: RunConfig) -> _Prepared:
+    """Resolve the device, load the data, build the model: any bad input fails here, as a
+    ConfigError naming the field, before the run directory exists."""
     import lightning as L
 
-    from suite.callbacks import EpochRecorder
     from suite.lit import module_for
-    from suite.tracking import finish, make_logger
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    device = resolve_device(config.device)
+    try:
+        device = resolve_device(config.device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"device={config.device!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={config.device!r}: CUDA is not available on this machine")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={config.device!r}: MPS is not available on this machine")
     if config.threads:
         torch.set_num_threads(config.threads)
     elif device.type == "cpu":
         # Leave a core to W&B's service process: on 2 cores, torch's spinning OpenMP threads and
         # wandb-core fighting for the same core made a step 10x slower here.
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    try:
+        data = dataset_for(config)
+    except (ValueError, OSError) as err:  # DatasetError is a ValueError
+        raise ConfigError(f"dataset={config.dataset!r}: {err}") from None
+    try:
+        spec = spec_for(config, data)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"model={config.model!r}: {err}") from None
     L.seed_everything(config.seed, workers=False, verbose=False)
-
-    data = dataset_for(config)
-    spec = spec_for(config, data)
-    (out / "model.json").write_text(json.dumps(spec, indent=1))
     augment = make_augment(config.augment, data.image_kind)
-    train_loader = DeviceLoader(data.train_x, data.train_y, config.batch_size, shuffle=True,
-                                seed=config.seed, augment=augment).to(device)
-    val_loader = DeviceLoader(data.val_x, data.val_y, max(config.batch_size, 256),
-                              shuffle=False, seed=config.seed).to(device)
-    test_loader = DeviceLoader(data.test_x, data.test_y, max(config.batch_size, 256),
-                               shuffle=False, seed=config.seed).to(device)
-
-    module = module_for(data.task)(config.to_dict(), spec, len(train_loader), data.num_classes)
+    eval_batch = max(config.batch_size, 256)
+    loaders = (
+        DeviceLoader(data.train_x, data.train_y, config.batch_size, shuffle=True, seed=config.seed,
+                     augment=augment).to(device),
+        DeviceLoader(data.val_x, data.val_y, eval_batch, shuffle=False, seed=config.seed).to(device),
+        DeviceLoader(data.test_x, data.test_y, eval_batch, shuffle=False, seed=config.seed).to(device),
+    )
+    module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
     summary = param_summary(module.model)
     res = config.resolution
     flat = {**config.to_dict(), "bits": res.bits, "levels": res.levels,
             "zero": res.zero if res.quantized else None, "task": data.task,
             "dataset_checksum": data.checksum, "params": summary.params,
             "params_quantized": summary.params_quantized}
-    name = run_name or f"{config.group()}/s{config.seed}"
-    logger = make_logger(mode=config.wandb_mode, project=config.wandb_project,
-                         group=config.group(), name=name,
-                         save_dir=Path(wandb_dir) if wandb_dir else out,
-                         config=flat, tags=[config.model, config.precision, config.dataset])
-    if logger is not None:
-        logger.experiment  # noqa: B018 - start W&B now so fit_seconds measures training only
-    recorder = EpochRecorder()
-    accelerator = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}[device.type]
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=[device.index or 0] if device.type == "cuda" else 1,
-        max_epochs=config.epochs, logger=logger if logger is not None else False,
-        callbacks=[recorder, *callbacks], enable_checkpointing=False,
-        enable_progress_bar=show_progress() if progress is None else progress,
-        enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=50,
-        gradient_clip_val=config.grad_clip, deterministic=device.type == "cpu",
-    )
-    failed = True
-    try:
-        start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-        fit_seconds = time.perf_counter() - start
-        rows = recorder.rows
-        last = rows[-1] if rows else {}
-        diverged_epoch = module.diverged_epoch
-        if diverged_epoch is None:
-            bad = next((r["epoch"] for r in rows if r.get("val_loss") is not None
-                        and not (math.isfinite(r["val_loss"])
-                                 and r["val_loss"] <= config.diverge_loss)), None)
-            diverged_epoch = bad
-        test: dict[str, float] = {}
-        if diverged_epoch is None:
-            tested = trainer.test(module, dataloaders=test_loader, verbose=False)
-            test = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
-        result: dict[str, Any] = {
-            **flat,
-            "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
-            "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"),
-            "test_loss": test.get("test_loss"), "test_acc": test.get("test_acc"),
-            "diverged": diverged_epoch is not None, "diverged_epoch": diverged_epoch,
-            "epochs_run": len(rows),
-            **stability(rows),
-            **{k: v for k, v in summary.as_dict().items() if k != "params"},
-            "fit_seconds": fit_seconds,
-            **provenance(str(device)),
-        }
-        if data.task == "text":
-            result["val_ppl"] = last.get("val_ppl")
-            result["test_ppl"] = test.get("test_ppl")
-        _write_curves(rows, out / "curves.csv")
-        module.model.cpu()
-        from safetensors.torch import save_file
+    return _Prepared(device, data, spec, module, loaders, flat, summary)
 
-        state = {k: v.contiguous() for k, v in module.model.state_dict().items()}
-        save_file(state, str(out / "model.safetensors"))
-        packed = _pack(module.model, {"model_spec": spec, "config": config.to_dict()},
-                       out / "model.bsw")
-        if packed:
-            packed["packed_ratio"] = packed["packed_bytes"] / (out / "model.safetensors").stat().st_size
-        result.update(packed)
-        write_result(result, out / "result.json")
-        failed = False
-        return json.loads((out / "result.json").read_text())
+
+# Known harmless warnings a run would otherwise print every time (messages, regexes).
+_QUIET_WARNINGS = (
+    (r".*isinstance\(treespec, LeafSpec\)", FutureWarning),  # torch 2.13 vs lightning's _pytree
+    # on purpose: a diverged step returns None so it is neither back-propagated nor applied
+    (r"`training_step` returned `None`", Warning),
+)
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+
+
+@contextmanager
+def _run_scope() -> Iterator[None]:
+    """Global state a run touches, restored afterwards.
+
+    Lightning's info lines (GPU/TPU available, the litlogger tip, "fit stopped") are dropped
+    (warnings and errors still show); the known harmless warnings of ``_QUIET_WARNINGS`` are
+    filtered for the run only; the deterministic-algorithms flag (Lightning sets it) and the SIGINT
+    handler (Lightning ignores Ctrl-C after an interrupt) come back as they were."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message, category in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            yield
     finally:
-        run_dir = finish(logger, json.loads((out / "result.json").read_text())
-                         if not failed else {}, failed=failed)
-        if run_dir:
-            (out / "wandb_run.txt").write_text(run_dir + "\n")
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        if main_thread and sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
+
+
+def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = (),
+          wandb_dir: str | Path | None = None, run_name: str | None = None,
+          progress: bool | None = None) -> dict[str, Any]:
+    """Train one configuration and return its RunResult (also written to ``out_dir``).
+
+    Bad input (unknown dataset files, a model that cannot take the data, an unavailable device)
+    raises ConfigError before ``out_dir`` is created. A diverged run (NaN/inf loss, or loss above
+    ``config.diverge_loss``) stops early and returns normally with ``diverged`` set: that is a
+    result. An exception or Ctrl-C during the fit finishes the W&B run (marked failed) and
+    propagates (KeyboardInterrupt stays a KeyboardInterrupt); ``result.json`` is then absent, never
+    half-written. Extra Lightning ``callbacks`` (e.g. Optuna's pruning callback) are added.
+    """
+    import lightning as L
+
+    from suite.callbacks import EpochRecorder
+    from suite.tracking import finish, make_logger, run_dir, start_run
+
+    with _run_scope():
+        prep = _prepare(config)
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"out={str(out)!r}: cannot create the run directory ({err})") from None
+        for stale in ("result.json", "curves.csv"):  # must not outlive a failed rerun
+            (out / stale).unlink(missing_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        (out / "model.json").write_text(json.dumps(prep.spec, indent=1))
+        device, module = prep.device, prep.module
+        train_loader, val_loader, test_loader = prep.loaders
+
+        name = run_name or f"{config.model}/{config.dataset}/{config.precision}/s{config.seed}"
+        run = start_run(mode=config.wandb_mode, project=config.wandb_project, group=config.group(),
+                        name=name, save_dir=Path(wandb_dir) if wandb_dir else out,
+                        config=prep.flat, tags=[config.model, config.precision, config.dataset,
+                                                *config.tags])
+        result: dict[str, Any] = {}  # set once result.json is written
+        summary: dict[str, Any] = {}
+        exit_code = 1
+        recorder = EpochRecorder()
+        try:
+            accelerator = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}[device.type]
+            logger = make_logger(run)
+            trainer = L.Trainer(
+                accelerator=accelerator,
+                devices=[device.index or 0] if device.type == "cuda" else 1,
+                max_epochs=config.epochs, logger=logger if logger is not None else False,
+                callbacks=[recorder, *callbacks], enable_checkpointing=False,
+                enable_progress_bar=show_progress() if progress is None else progress,
+                enable_model_summary=False, num_sanity_val_steps=0,
+                # metrics are logged per epoch; this only keeps Lightning from warning that an
+                # epoch is shorter than its logging interval
+                log_every_n_steps=max(1, min(50, len(train_loader))),
+                gradient_clip_val=config.grad_clip, deterministic=device.type == "cpu",
+                default_root_dir=str(out),
+            )
+            start = time.perf_counter()
+            try:
+                trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+            except SystemExit:
+                # Lightning turns Ctrl-C during fit into sys.exit(1); callers (a sweep worker,
+                # the CLI) need to see the interrupt itself.
+                if trainer.interrupted:
+                    raise KeyboardInterrupt from None
+                raise
+            fit_seconds = time.perf_counter() - start
+            collected = _collect(config, prep, trainer, module, recorder.rows, test_loader,
+                                 fit_seconds)
+            collected["wandb_run_id"] = getattr(run, "id", None)
+            collected["wandb_group"] = config.group()
+            _write_curves(recorder.rows, out / "curves.csv")
+            _write_artifacts(module, prep.spec, config, out, collected)
+            write_result(collected, out / "result.json")
+            result = json.loads((out / "result.json").read_text())
+            return result
+        except KeyboardInterrupt:
+            exit_code = 255
+            raise
+        except Exception as err:
+            if type(err).__name__ == "TrialPruned":  # Optuna stopped it: an outcome, not a crash
+                exit_code = 0
+                summary = {"pruned": True, "epochs_run": len(recorder.rows)}
+            raise
+        finally:
+            if result:
+                where = finish(run, result)
+            else:
+                # no result.json: keep the epochs that did finish (a pruned trial's curves
+                # matter to the report) and close the W&B run as failed (or pruned)
+                where = run_dir(run)
+                if recorder.rows:
+                    with suppress(OSError):
+                        _write_curves(recorder.rows, out / "curves.csv")
+                with suppress(Exception):  # never mask the error that stopped the run
+                    finish(run, summary, exit_code=exit_code)
+            if where:
+                (out / "wandb_run.txt").write_text(where + "\n")
+
+
+def _collect(config: RunConfig, prep: _Prepared, trainer: Any, module: Any,
+             rows: Sequence[dict[str, Any]], test_loader: DeviceLoader,
+             fit_seconds: float) -> dict[str, Any]:
+    """The RunResult of a finished fit (test only when the run did not diverge)."""
+    last = rows[-1] if rows else {}
+    diverged_epoch = module.diverged_epoch
+    if diverged_epoch is None:
+        diverged_epoch = next((r["epoch"] for r in rows if r.get("val_loss") is not None
+                               and not (math.isfinite(r["val_loss"])
+                                        and r["val_loss"] <= config.diverge_loss)), None)
+    test: dict[str, float] = {}
+    if diverged_epoch is None:
+        tested = trainer.test(module, dataloaders=test_loader, verbose=False)
+        test = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    result: dict[str, Any] = {
+        **prep.flat,
+        "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+        "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"),
+        "test_loss": test.get("test_loss"), "test_acc": test.get("test_acc"),
+        "diverged": diverged_epoch is not None, "diverged_epoch": diverged_epoch,
+        "epochs_run": len(rows),
+        **stability(rows),
+        **{k: v for k, v in prep.summary.as_dict().items() if k != "params"},
+        "fit_seconds": fit_seconds,
+        **provenance(str(prep.device)),
+    }
+    if prep.data.task == "text":
+        result["val_ppl"] = last.get("val_ppl")
+        result["test_ppl"] = test.get("test_ppl")
+    return result
+
+
+def _write_artifacts(module: Any, spec: dict[str, Any], config: RunConfig, out: Path,
+                     result: dict[str, Any]) -> None:
+    """The trained weights (safetensors: no pickle) and the packed file, whose sizes join the
+    result."""
+    from safetensors.torch import save_file
+
+    module.model.cpu()
+    state = {k: v.contiguous() for k, v in module.model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    packed = _pack(module.model, {"model_spec": spec, "config": config.to_dict()}, out / "model.bsw")
+    if packed:
+        packed["packed_ratio"] = packed["packed_bytes"] / (out / "model.safetensors").stat().st_size
+    result.update(packed)
 
 
 def load_trained(run_dir: str | Path) -> torch.nn.Module:
