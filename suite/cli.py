@@ -112,8 +112,14 @@ def cmd_agent_run(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from suite.report_cli import report_command
 
+    argv = sys.argv
+    if argv[1:2] != ["report"]:  # called as main([...]) (tests, nox): rebuild the command line
+        argv = ["bitsweep", "report", args.target]
+        argv += ["--storage", args.storage] if args.storage else []
+        argv += ["--out", args.out] if args.out != "reports" else []
+        argv += ["--runs", args.runs] if args.runs != "runs" else []
     path = report_command(args.target, storage=args.storage, out_root=Path(args.out),
-                          runs_root=Path(args.runs), argv=sys.argv)
+                          runs_root=Path(args.runs), argv=argv)
     print(f"wrote {path}")
     return 0
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from suite.report import style
-from suite.report.claims import claims_frame, evaluate_claims
+from suite.report.claims import claims_frame, evaluate_claims, rules_markdown
 from suite.report.figures import FIGURES, FigureOutput, Unavailable
 from suite.report.frame import StudyFrames
 from suite.report.stats import ReportData, prepare
@@ -51,10 +51,13 @@ def build_report(
     spec: dict | None = None,
     command: str | None = None,
     workers: int | None = None,
+    cwd: str | None = None,
 ) -> Path:
     """Write the report of ``frames`` into ``out_dir`` and return the path of report.md.
 
-    ``workers``: processes drawing figures (default: ``default_workers()``).
+    ``command``: the command line that built it, ``cwd``: where it ran (relative paths in the
+    command resolve there); both go to report.md. ``workers``: processes drawing figures
+    (default: ``default_workers()``).
     """
     out_dir = Path(out_dir)
     for sub in ("figures", "tables"):
@@ -85,7 +88,8 @@ def build_report(
         if c.verdict == "inconclusive" and c.strata == 0:
             notes.append(f"claim {c.id} ({c.claim}): inconclusive, {c.reason}")
 
-    md = _report_md(frames, data, study, spec, command, figures, tables, claims, notes)
+    md = _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables, claims,
+                    notes)
     path = out_dir / "report.md"
     path.write_text(md)
     return path
@@ -224,8 +228,9 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
         notes.append(f"table budget: not made, {exc}")
     out.append(_Table(
         "claims", "Claims of the papers against this study", claims_table(claims),
-        "Each claim's statistic: difference in means over matched settings with a seeded "
-        "stratified bootstrap 95% CI; the verdict follows the rule in its row.",
+        "Each claim's statistic: difference in means over matched settings with a 95% CI (the "
+        "wider of a seeded stratified bootstrap and a Welch t interval); the verdict follows "
+        "the rule in its row (see below).",
     ))
     for t in out:
         wide = len(t.df.columns) > 6
@@ -278,7 +283,8 @@ def _spec_text(frames: StudyFrames, spec: dict | None) -> str | None:
         return json.dumps(spec, indent=2, default=str)
 
 
-def _report_md(frames, data, study, spec, command, figures, tables, claims, notes) -> str:
+def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables, claims,
+               notes) -> str:
     res = frames.results
     counts = res["status"].value_counts().to_dict() if len(res) else {}
     count_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
@@ -287,7 +293,8 @@ def _report_md(frames, data, study, spec, command, figures, tables, claims, note
     lines = [
         f"# bitsweep report: {study}",
         "",
-        f"Built {now}" + (f" with `{command}`." if command else "."),
+        f"Built {now}" + (f" with `{command}`" if command else "")
+        + (f" in `{cwd}`." if cwd else "."),
         "",
         "## Provenance",
         "",
@@ -311,6 +318,7 @@ def _report_md(frames, data, study, spec, command, figures, tables, claims, note
     by_name = {t.name: t for t in tables}
     lines += ["", "## Claims", "", by_name["claims"].caption, "",
               to_markdown(by_name["claims"].df), "LaTeX: [tables/claims.tex](tables/claims.tex)",
+              "", "## How the verdicts are decided", "", rules_markdown(),
               "", "## Figures", ""]
     if not figures:
         lines.append("No figure could be drawn (see above).")
@@ -334,7 +342,20 @@ def _report_md(frames, data, study, spec, command, figures, tables, claims, note
         lines += [f"LaTeX: [tables/{t.name}.tex](tables/{t.name}.tex)", ""]
     failed = failed_table(data)
     if len(failed):
-        lines += ["## Runs that did not finish", "", to_markdown(failed), ""]
+        lines += ["## Runs that did not finish", "",
+                  "Failed trials with their error (retried: a later attempt of the same slot "
+                  "finished), pruned and still running ones; every run is in results.csv.", ""]
+        if len(failed) > INLINE_ROWS:
+            (out_dir / "tables" / "unfinished.md").write_text(to_markdown(failed))
+            lines += [to_markdown(failed.head(INLINE_ROWS)),
+                      f"... {len(failed) - INLINE_ROWS} more: see "
+                      "[tables/unfinished.md](tables/unfinished.md).", ""]
+        else:
+            lines += [to_markdown(failed), ""]
+    waiting = int((res["status"] == "waiting").sum())
+    if waiting:
+        lines += [f"{waiting} trial(s) still wait in the queue: this report shows a study in "
+                  "progress.", ""]
     lines += ["## Study spec", ""]
     text = _spec_text(frames, spec)
     lines += ["```yaml", text, "```"] if text else ["No spec was stored with the study."]

@@ -3,13 +3,16 @@
 Every claim compares two groups of runs that differ in one thing only (resolution, model size,
 augmentation, or zero in the grid). Runs are matched within a *stratum*: the same model, dataset,
 width, augmentation, epochs, ... (the setting axes) and, where it applies, the same resolution.
-The statistic is the mean over strata of mean(A) - mean(B), with a seeded stratified bootstrap
-95% interval (stats.stratified_bootstrap). A stratum counts only with at least MIN_RUNS finite
-values on each side; with no such stratum the verdict is inconclusive and says why.
+The statistic is the mean over strata of mean(A) - mean(B). Its 95% interval is the wider of a
+seeded stratified bootstrap interval (stats.stratified_bootstrap) and the Welch-Satterthwaite t
+interval (stats.stratified_welch): the bootstrap alone is far too narrow with the 2-3 seeds a
+sweep usually has. A stratum counts only with at least MIN_RUNS finite values on each side; with
+no such stratum the verdict is inconclusive and says why.
 
 Instability of a run (claims 3 and 4) is its largest drop in validation accuracy between two
 epochs (``max_val_acc_drop``, points); a diverged run counts as losing its best accuracy, since it
-ended unusable whatever its last recorded drop was.
+ended unusable whatever its last recorded drop was. Instability needs epochs to show: runs with
+fewer than MIN_STABILITY_EPOCHS epochs are left out of claims 3 and 4.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from suite.report.stats import (
     MATCH_TOLERANCE,
     ReportData,
     epochs_to_match,
-    points,
+    run_instability,
     stratified_bootstrap,
+    stratified_welch,
 )
 
 SUPPORTED = "supported"
@@ -37,6 +41,8 @@ ACC_MARGIN = 2.0  # points: "about the same accuracy" means within +-2 points
 INSTABILITY_MARGIN = 1.0  # points of val-accuracy drop: smaller differences are "no effect"
 EPOCH_MARGIN = 1.0  # epochs: smaller differences in epochs-to-match are "no effect"
 LOW_RES_MAX_BITS = 2.5  # "low resolution" for claim 3: level grids of at most 2.32 bits
+N_BOOT_DEFAULT = 2000
+MIN_STABILITY_EPOCHS = 3  # the largest epoch-to-epoch drop needs at least two changes to pick from
 
 
 @dataclass
@@ -108,11 +114,16 @@ SPECS: dict[str, _Spec] = {
 }
 
 
-def _instability(df: pd.DataFrame) -> pd.Series:
-    drop = points(df["max_val_acc_drop"])
-    lost = points(df["best_val_acc"])
-    diverged = df["diverged"].fillna(False).astype(bool)
-    return drop.where(~diverged, np.fmax(drop.fillna(0), lost.fillna(0)))
+def _long_enough(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Runs trained for at least MIN_STABILITY_EPOCHS epochs (an unknown budget is kept), and
+    the reason to give when that leaves none out of some."""
+    if df.empty:
+        return df, None
+    keep = df["epochs"].isna() | (df["epochs"] >= MIN_STABILITY_EPOCHS)
+    if keep.any():
+        return df[keep], None
+    return df[keep], (f"every run trained fewer than {MIN_STABILITY_EPOCHS} epochs: too short to "
+                      "measure instability (largest epoch-to-epoch drop)")
 
 
 def _strata(
@@ -151,7 +162,9 @@ def _decide(
             res.reason = (f"fewer than {MIN_RUNS} runs per side in every matched setting "
                           f"(best: {a} vs {b})")
         return res
-    est, lo, hi = stratified_bootstrap(strata, n_boot=n_boot, seed=seed)
+    est, b_lo, b_hi = stratified_bootstrap(strata, n_boot=n_boot, seed=seed)
+    _, t_lo, t_hi = stratified_welch(strata)
+    lo, hi = min(b_lo, t_lo), max(b_hi, t_hi)
     res.estimate, res.ci_low, res.ci_high = est, lo, hi
     res.strata, res.n_a, res.n_b = len(strata), n_a, n_b
     ci = f"95% CI [{lo:+.2f}, {hi:+.2f}]"
@@ -189,19 +202,27 @@ def _gap_claim(data: ReportData, spec: _Spec, label: str, seed: int, n_boot: int
                        missing=missing, seed=seed, n_boot=n_boot)
     strata, n_a, n_b, *best = _strata(runs, data.axes, runs["precision"] == label,
                                       runs["precision"] == "fp32", runs["acc"])
-    return _decide(spec, strata, n_a, n_b, tuple(best), kind="equivalence", margin=ACC_MARGIN,
-                   missing=None, seed=seed, n_boot=n_boot)
+    res = _decide(spec, strata, n_a, n_b, tuple(best), kind="equivalence", margin=ACC_MARGIN,
+                  missing=None, seed=seed, n_boot=n_boot)
+    # A diverged run has no accuracy, so it cannot enter a mean; say so rather than hide it
+    # (it counts in the stability claims).
+    lost = runs["precision"].isin([label, "fp32"]) & runs["acc"].isna()
+    if lost.any():
+        by = runs[lost]["precision"].value_counts()
+        parts = ", ".join(f"{n} {p}" for p, n in by.items())
+        res.reason += f"; runs without accuracy (diverged) left out: {parts}"
+    return res
 
 
-def claim_2232(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+def claim_2232(data: ReportData, seed: int = 0, n_boot: int = N_BOOT_DEFAULT) -> ClaimResult:
     return _gap_claim(data, SPECS["C1"], "2.32", seed, n_boot)
 
 
-def claim_bnn(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+def claim_bnn(data: ReportData, seed: int = 0, n_boot: int = N_BOOT_DEFAULT) -> ClaimResult:
     return _gap_claim(data, SPECS["C5"], "bnn", seed, n_boot)
 
 
-def claim_epochs(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+def claim_epochs(data: ReportData, seed: int = 0, n_boot: int = N_BOOT_DEFAULT) -> ClaimResult:
     spec = SPECS["C2"]
     kw = {"kind": "effect", "margin": EPOCH_MARGIN, "seed": seed, "n_boot": n_boot}
     runs = data.runs
@@ -234,39 +255,43 @@ def claim_epochs(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimRe
     return _decide(spec, strata, n_a, n_b, tuple(best), missing=None, **kw)
 
 
-def claim_augment(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+def claim_augment(data: ReportData, seed: int = 0, n_boot: int = N_BOOT_DEFAULT) -> ClaimResult:
     spec = SPECS["C3"]
     kw = {"kind": "effect", "margin": INSTABILITY_MARGIN, "seed": seed, "n_boot": n_boot}
     runs = data.runs
     low = runs[runs["grid"].isin(["zero", "no zero"]) & (runs["bits"] <= LOW_RES_MAX_BITS)] \
         if len(runs) else runs
     missing = None
+    low, short = _long_enough(low)
     if low.empty:
-        missing = f"no level-grid runs at ≤ {LOW_RES_MAX_BITS:g} bits"
+        missing = short or f"no level-grid runs at ≤ {LOW_RES_MAX_BITS:g} bits"
     elif low["augment"].nunique() < 2 or not (low["augment"] == "none").any():
         missing = "no augmentation variation (needs runs with augment = none and with another)"
     if missing:
         return _decide(spec, [], 0, 0, (0, 0), missing=missing, **kw)
     keys = [a for a in data.axes if a != "augment"] + ["precision"]
     strata, n_a, n_b, *best = _strata(low, keys, low["augment"] != "none",
-                                      low["augment"] == "none", _instability(low))
+                                      low["augment"] == "none", run_instability(low))
     return _decide(spec, strata, n_a, n_b, tuple(best), missing=None, **kw)
 
 
-def claim_zero(data: ReportData, seed: int = 0, n_boot: int = 2000) -> ClaimResult:
+def claim_zero(data: ReportData, seed: int = 0, n_boot: int = N_BOOT_DEFAULT) -> ClaimResult:
     spec = SPECS["C4"]
     kw = {"kind": "effect", "margin": INSTABILITY_MARGIN, "seed": seed, "n_boot": n_boot}
     runs = data.runs
     grids = runs[runs["grid"].isin(["zero", "no zero"]) & runs["k"].notna()] if len(runs) \
         else runs
+    grids, short = _long_enough(grids)
     missing = None
-    if grids.empty or grids["grid"].nunique() < 2:
+    if grids.empty and short:
+        missing = short
+    elif grids.empty or grids["grid"].nunique() < 2:
         missing = "needs both zero-free (2^k) and zero-included (2^k+1) grids"
     if missing:
         return _decide(spec, [], 0, 0, (0, 0), missing=missing, **kw)
     keys = [*data.axes, "k"]
     strata, n_a, n_b, *best = _strata(grids, keys, grids["grid"] == "no zero",
-                                      grids["grid"] == "zero", _instability(grids))
+                                      grids["grid"] == "zero", run_instability(grids))
     return _decide(spec, strata, n_a, n_b, tuple(best), missing=None, **kw)
 
 
@@ -275,8 +300,38 @@ CLAIMS: tuple[Callable[..., ClaimResult], ...] = (
 )
 
 
-def evaluate_claims(data: ReportData, *, seed: int = 0, n_boot: int = 2000) -> list[ClaimResult]:
+def evaluate_claims(data: ReportData, *, seed: int = 0, n_boot: int = N_BOOT_DEFAULT) -> list[ClaimResult]:
     return [check(data, seed=seed, n_boot=n_boot) for check in CLAIMS]
+
+
+def rules_markdown() -> str:
+    """How every verdict is reached, for report.md (the same constants the code uses)."""
+    lines = [
+        "Each claim compares two groups of runs that differ in one thing only. Runs are matched "
+        "within a *setting*: the same model, dataset and every other swept setting (width, "
+        "augmentation, epochs, ...), and for C2-C4 the same resolution or bit budget. A setting "
+        f"counts only with at least {MIN_RUNS} finite values on each side (no spread can be "
+        "judged from one run). The statistic is the mean over counted settings of "
+        "mean(A) − mean(B). Its 95% interval is the wider of two: a seeded bootstrap that "
+        f"resamples each side within its setting ({N_BOOT_DEFAULT} resamples, percentile "
+        "interval) and the Welch–Satterthwaite t interval (the bootstrap alone is far too "
+        "narrow with 2-3 seeds). With no counted setting the verdict is *inconclusive* and the "
+        "row says what is missing.",
+        "",
+        "Accuracy is the report's accuracy column in points. Instability of a run (C3, C4) is "
+        "its largest epoch-to-epoch drop in validation accuracy, in points; a diverged run "
+        "counts as losing its whole best accuracy; runs of fewer than "
+        f"{MIN_STABILITY_EPOCHS} epochs are left out. Diverged runs have no accuracy and are left "
+        "out of C1 and C5 (the row says how many). Epochs to match (C2) is the first epoch a "
+        f"run's validation accuracy comes within {MATCH_TOLERANCE:g} point of its setting's "
+        "mean final fp32 accuracy (never reached = its budget + 1), minus the same for the "
+        "fp32 runs of the setting.",
+        "",
+    ]
+    for spec in SPECS.values():
+        lines.append(f"- **{spec.id}** ({spec.source}): {spec.claim}. Statistic: "
+                     f"{spec.statistic}. Rule: {spec.rule}.")
+    return "\n".join(lines)
 
 
 def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:

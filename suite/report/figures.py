@@ -19,8 +19,14 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import (
+    EngFormatter,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from suite.report import style
 from suite.report.frame import grid_kind, order_precisions
@@ -31,10 +37,15 @@ from suite.report.stats import (
     headline_slice,
     matched_gaps,
     points,
+    run_instability,
     summarize,
 )
 
 BNN_OFFSET = -0.12  # bnn sits at 1 bit like the binary grid; nudged left so neither hides
+# Curves: the reference and the zero-free grids solid, zero-included dashed, bnn dotted.
+_LINE_DASHES: dict[str, tuple[float, float] | str] = {
+    "no zero": "", "zero": (4, 1.5), "bnn": (1.2, 1.2), "fp32": "",
+}
 
 
 class Unavailable(Exception):
@@ -82,13 +93,30 @@ def _resolution_legend(fig: Figure, labels: Sequence[str], *, kind: str = "marke
             handles.append(Line2D([], [], ls="", marker=marker, color=color, mec="0.15", mew=0.4,
                                   label=label))
         elif kind == "line":
-            handles.append(Line2D([], [], color=color, lw=1.5, label=label))
+            dash = _LINE_DASHES.get(grid_kind(label) or "", "")
+            handles.append(Line2D([], [], color=color, lw=1.5, label=label,
+                                  ls=(0, dash) if dash else "-"))
         else:
             handles.append(Patch(facecolor=color, edgecolor="0.15", lw=0.4, label=label))
-    ncols = min(len(handles), 10 if fig.get_figwidth() > 5 else 5)
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols,
+    fit_legend(fig, handles, loc="outside lower center",
                title="weight resolution (bits; bnn = binary normalized)", columnspacing=1.0,
                handletextpad=0.3)
+
+
+def fit_legend(fig: Figure, handles: list, *, loc: str, **kwargs) -> None:
+    """A figure legend in as few rows as fit the figure's width: tried with every handle on one
+    row, then with fewer columns until its drawn width fits (a legend wider than the figure is
+    cut off in the saved file)."""
+    renderer = fig.canvas.get_renderer()
+    limit = fig.bbox.width * 0.98
+    # Balanced rows: 6 handles go 6, 3 (two rows), 2 (three rows), ... per row.
+    tries = list(dict.fromkeys(math.ceil(len(handles) / rows)
+                               for rows in range(1, len(handles) + 1)))
+    for ncols in tries:
+        legend = fig.legend(handles=handles, loc=loc, ncols=ncols, **kwargs)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= limit:
+            return
+        legend.remove()
 
 
 def _style_legend(fig: Figure, grids: Sequence[str], *, fp32_line: bool, extra=()) -> None:
@@ -104,17 +132,15 @@ def _style_legend(fig: Figure, grids: Sequence[str], *, fp32_line: bool, extra=(
         handles.append(Line2D([], [], color="black", ls=":", lw=1, label="fp32 mean (95% CI band)"))
     handles.extend(extra)
     if handles:
-        per_row = (len(handles) if len(handles) <= 6 else math.ceil(len(handles) / 2)) \
-            if fig.get_figwidth() > 5 else 2
-        fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), per_row),
-                   handletextpad=0.4, columnspacing=1.2)
+        fit_legend(fig, handles, loc="outside upper center", handletextpad=0.4,
+                   columnspacing=1.2)
 
 
 def _points_with_ci(ax: Axes, a: pd.DataFrame, x: str, palette: dict[str, str]) -> None:
     """Coloured mean markers and their 95% intervals (intervals given, so matplotlib draws them).
-    A t interval of 2-3 seeds with one diverged run can reach past 0-100%; it is cut there."""
+    Intervals are cut at the axis limits (see _accuracy_limits), which marks the cut."""
     ok = a["ci_lo"].notna()
-    ax.vlines(a.loc[ok, x], a.loc[ok, "ci_lo"].clip(lower=0), a.loc[ok, "ci_hi"].clip(upper=100),
+    ax.vlines(a.loc[ok, x], a.loc[ok, "ci_lo"], a.loc[ok, "ci_hi"],
               colors=[palette[p] for p in a.loc[ok, "precision"]], lw=1.0, zorder=2)
     sns.scatterplot(data=a, x=x, y="mean", hue="precision", palette=palette, style="grid",
                     markers=style.GRID_MARKERS, ax=ax, legend=False, s=28, edgecolor="0.15",
@@ -138,17 +164,50 @@ def _fp32_reference(ax: Axes, ref: pd.DataFrame, *, dash=":", label_band: bool =
     row = ref.iloc[0]
     ax.axhline(row["mean"], color="black", ls=dash, lw=1.0, zorder=1)
     if label_band and pd.notna(row["ci_lo"]):
-        ax.axhspan(row["ci_lo"], row["ci_hi"], color="0.5", alpha=0.15, lw=0, zorder=0)
+        ax.axhspan(max(row["ci_lo"], 0.0), min(row["ci_hi"], 100.0), color="0.5", alpha=0.15,
+                   lw=0, zorder=0)
     return True
 
 
-def _log_x(ax: Axes, values: pd.Series) -> None:
-    """Log x axis that keeps readable labels (1-2-5 steps) even when the data span < 1 decade."""
+def _accuracy_limits(ax: Axes, a: pd.DataFrame, x: str, palette: dict[str, str]) -> bool:
+    """Y limits from the means (and the fp32 mean), not from the intervals: with 2-3 seeds a t
+    interval can span 0-100% and would flatten every mean into a line. Intervals that run past
+    a limit end in a small arrowhead there. Returns whether any interval was cut."""
+    means = a["mean"].dropna()
+    if means.empty:
+        return False
+    lo, hi = float(means.min()), float(means.max())
+    pad = max(2.0, 0.2 * (hi - lo))
+    # Room for the intervals when they are modest; a huge one must not set the scale.
+    ci_lo = a["ci_lo"].dropna()
+    ci_hi = a["ci_hi"].dropna()
+    if len(ci_lo):
+        lo = min(lo - pad, max(float(ci_lo.min()), lo - 2 * pad))
+        hi = max(hi + pad, min(float(ci_hi.max()), hi + 2 * pad))
+    else:
+        lo, hi = lo - pad, hi + pad
+    lo, hi = max(lo, 0.0), min(hi, 100.0)
+    ax.set_ylim(lo, hi)
+    cut = False
+    q = a[a["precision"] != "fp32"]
+    for side, edge, marker in (("ci_hi", hi, "^"), ("ci_lo", lo, "v")):
+        over = q[(q[side] > edge) if side == "ci_hi" else (q[side] < edge)]
+        if len(over):
+            cut = True
+            ax.scatter(over[x], np.full(len(over), edge), marker=marker, s=14, clip_on=False,
+                       c=[palette[p] for p in over["precision"]], linewidths=0, zorder=4)
+    return cut
+
+
+def _log_x(ax: Axes, values: pd.Series, *, plain: bool = False) -> None:
+    """Log x axis that keeps readable labels (1-2-5 steps) even when the data span < 1 decade.
+    ``plain``: numbers as they are (for a unit like KiB, where "2k KiB" would read oddly)."""
     lo, hi = float(values.min()), float(values.max())
     ax.set_xscale("log")
     ax.set_xlim(lo / 1.6, hi * 1.6)
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}") if plain
+                                 else EngFormatter(sep=""))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
@@ -172,12 +231,14 @@ def accuracy_vs_bits(data: ReportData) -> FigureOutput:
     pal = style.palette(labels)
     fig, axes = _grid(len(families))
     notes = []
+    cut = False
     for ax, fam in zip(axes.flat, families, strict=False):
         a = agg[agg["family"] == fam].assign(xb=lambda d: _x_bits(d))
         _grid_lines(ax, a, "xb")
         if not _fp32_reference(ax, a[a["precision"] == "fp32"]):
             notes.append(f"accuracy vs bits, {fam}: no fp32 runs, so no 32-bit reference line")
         _points_with_ci(ax, a[a["precision"] != "fp32"], "xb", pal)
+        cut = _accuracy_limits(ax, a, "xb", pal) or cut
         _bits_axis(ax)
         ax.set_ylabel(f"{_acc_name(data)} (%)")
         style.panel_title(ax, fam)
@@ -191,6 +252,8 @@ def accuracy_vs_bits(data: ReportData) -> FigureOutput:
         "mean over seeds, bars: 95% t-interval; circles/solid = zero-free grids (2^k levels), "
         "squares/dashed = zero-included grids (2^k+1 levels), star = binary normalized (bnn, "
         "drawn at 1 bit, nudged left). Dotted line and band: fp32 mean and its 95% interval."
+        + (" An arrowhead at the panel edge: the interval runs on past it (few seeds)."
+           if cut else "")
         + _fixed_text(fixed)
     )
     return FigureOutput("accuracy_vs_bits", "Accuracy vs bits", caption, fig, notes)
@@ -242,7 +305,7 @@ def gap_heatmap(data: ReportData) -> FigureOutput:
         ax.set_xlabel("weight resolution (bits)" if last_row else "")
         ax.set_ylabel("model" if (ax is axes.flat[0] or stacked) else "")
         ax.tick_params(axis="x", rotation=0, labelsize=6, labelbottom=last_row)
-        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(axis="y", rotation=0, left=ax is axes.flat[0] or stacked)
         ax.grid(False)
         style.panel_title(ax, f"augmentation: {aug}")
     extend = "min" if np.nanmin(gaps["gap"]) < -vmax else "neither"
@@ -282,7 +345,10 @@ def learning_curves(data: ReportData) -> FigureOutput:
     fig, axes = _grid(len(families))
     for ax, fam in zip(axes.flat, families, strict=False):
         cf = c[c["family"] == fam]
+        grids = [g for g in _LINE_DASHES if g in set(cf["grid"])]
         sns.lineplot(data=cf, x="epoch", y="y", hue="precision", hue_order=labels, palette=pal,
+                     style="grid", style_order=grids,
+                     dashes={g: _LINE_DASHES[g] for g in grids},
                      errorbar="sd", err_kws={"alpha": 0.15, "lw": 0}, ax=ax, legend=False,
                      lw=1.0)
         # Mark where diverged runs stop: their curves end there, not at the budget.
@@ -298,26 +364,29 @@ def learning_curves(data: ReportData) -> FigureOutput:
     _resolution_legend(fig, labels, kind="line")
     caption = (
         "Validation accuracy (validation loss for language models) per epoch; line: mean over "
-        "seeds, band: ± one standard deviation across seeds; ×: last epoch of a run that "
+        "seeds (solid: zero-free grids and fp32, dashed: zero-included grids, dotted: bnn), "
+        "band: ± one standard deviation across seeds; ×: last epoch of a run that "
         "diverged (later epochs average the remaining seeds)." + _fixed_text(fixed)
     )
     return FigureOutput("learning_curves", "Learning curves", caption, fig)
 
 
+# metric, y label, smallest top of the y axis (so all-zero panels keep a sane scale)
 _STABILITY = (
-    ("spread", "seed spread of accuracy\n(std, points)"),
-    ("div_rate", "divergence rate (%)"),
-    ("spikes", "val-loss spikes per run"),
+    ("spread", "seed spread of accuracy\n(std, points)", 1.0),
+    ("instability", "largest val-acc drop\n(points per run)", 1.0),
+    ("div_rate", "divergence rate (%)", 5.0),
+    ("spikes", "val-loss spikes per run", 0.5),
 )
 
 
 def _config_stability(data: ReportData, df: pd.DataFrame) -> pd.DataFrame:
     keys = [*data.axes, "family", "precision", "bits", "grid", "k"]
     return (
-        df.assign(div=df["diverged"].astype(float))
+        df.assign(div=df["diverged"].astype(float), instability=run_instability(df))
         .groupby(keys, dropna=False, sort=False)
         .agg(n=("run_id", "size"), spread=("acc", "std"), div_rate=("div", "mean"),
-             spikes=("loss_spikes", "mean"))
+             spikes=("loss_spikes", "mean"), instability=("instability", "mean"))
         .reset_index()
         .assign(div_rate=lambda d: d["div_rate"] * 100)
     )
@@ -353,7 +422,7 @@ def _augment_panel(ax: Axes, by_aug: pd.DataFrame, metric: str, labels: list[str
                        edgecolors=edge, linewidths=lw)
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
     ax.set_xlim(-0.6, len(labels) - 0.4)
-    ax.set_xlabel("weight resolution (bits)")
+    ax.set_xlabel("resolution (bits)")
 
 
 def stability(data: ReportData) -> FigureOutput:
@@ -364,16 +433,18 @@ def stability(data: ReportData) -> FigureOutput:
     augs = sorted(cfg["augment"].dropna().unique(), key=lambda a: (a != "none", a))
     labels = order_precisions(cfg["precision"])
     pal = style.palette(labels)
-    fig, axes = style.new_figure(2, 3, width=style.DOUBLE_COLUMN_IN, height=4.8)
+    fig, axes = style.new_figure(2, len(_STABILITY), width=style.DOUBLE_COLUMN_IN, height=4.8)
     notes = []
-    for j, (metric, ylabel) in enumerate(_STABILITY):
+    top_letters, bottom_letters = "abcd", "efgh"
+    for j, (metric, ylabel, min_top) in enumerate(_STABILITY):
         # Top: augmentation off vs on. Models pooled: mean of the per-configuration values.
         ax = axes[0, j]
         by_aug = (cfg.groupby(["augment", "precision"], dropna=False)[metric]
                   .mean().reset_index().dropna(subset=[metric]))
         _augment_panel(ax, by_aug, metric, labels, augs)
         ax.set_ylabel(ylabel)
-        style.panel_title(ax, f"({'abc'[j]}) augmentation off / on")
+        style.panel_title(ax, f"({top_letters[j]}) augmentation")
+        _nonnegative_limits(ax, by_aug[metric], min_top)
         if by_aug.empty:
             _empty_panel(ax, "needs ≥ 2 seeds\nper configuration" if metric == "spread"
                          else "no data")
@@ -397,7 +468,8 @@ def stability(data: ReportData) -> FigureOutput:
         ax.set_xlim(0.6, 4.4)
         ax.set_xlabel("bit budget k")
         ax.set_ylabel(ylabel)
-        style.panel_title(ax, f"({'def'[j]}) zero in / out")
+        style.panel_title(ax, f"({bottom_letters[j]}) zero in / out")
+        _nonnegative_limits(ax, pd.concat([by_k[metric], pd.Series([ref])]), min_top)
         if by_k.empty:
             _empty_panel(ax, "needs ≥ 2 seeds\nper configuration" if metric == "spread"
                          else "no level-grid data")
@@ -412,14 +484,18 @@ def stability(data: ReportData) -> FigureOutput:
         face, _, _ = _augment_fill(a, augs, "0.45")
         extra.append(Line2D([], [], ls="", marker="o", mfc=face, mec="0.3",
                             label=f"augment: {a}"))
-    extra.append(Line2D([], [], color="black", lw=0.9, ls=":", label="fp32"))
+    if (cfg["precision"] == "fp32").any():
+        extra.append(Line2D([], [], color="black", lw=0.9, ls=":", label="fp32 (bottom row)"))
     _style_legend(fig, [g for g in cfg["grid"].unique() if g != "fp32"], fp32_line=False,
                   extra=extra)
     _resolution_legend(fig, labels)
     caption = (
         "Training stability against resolution. Per configuration (model x setting x "
-        "resolution): standard deviation of the accuracy across seeds, share of runs that "
-        "diverged, and mean count of validation-loss spikes per run, then averaged over models. "
+        "resolution): standard deviation of the accuracy across seeds, mean largest "
+        "epoch-to-epoch fall of validation accuracy per run (a diverged run counts as losing "
+        "its best accuracy; the instability of claims C3/C4), share of runs that diverged, and "
+        "mean count of validation-loss spikes (a rise of more than 10% over the previous epoch) "
+        "per run, then averaged over models. "
         "Top: each resolution without augmentation (filled, left) and with it (hollow, then "
         "tinted for a second kind, left to right in legend order). "
         "Bottom: zero-free grids (2^k levels, circles, solid) against zero-included grids "
@@ -429,11 +505,25 @@ def stability(data: ReportData) -> FigureOutput:
     return FigureOutput("stability", "Training stability", caption, fig, notes)
 
 
+def _nonnegative_limits(ax: Axes, values: pd.Series, min_top: float) -> None:
+    """Counts, rates and spreads cannot be negative: start the axis at 0 (a hair below, so
+    markers at 0 are whole) and give all-zero panels a readable scale instead of ±0.05."""
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    top = max(min_top, float(finite.max()) * 1.12) if len(finite) else min_top
+    ax.set_ylim(-0.04 * top, top)
+
+
 def _empty_panel(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
 def epochs_to_fp32(data: ReportData) -> FigureOutput:
+    """A heat map per model: resolution x model size, cell = median epochs to reach fp32.
+
+    A table-like map rather than lines over parameter count: with several resolutions failing
+    at one size, "not reached" markers piled on one another (or, dodged, sat at sizes that were
+    never trained); cells show each resolution and size once, hatched where it never got there.
+    """
     if data.curves.empty:
         raise Unavailable("no per-epoch curves were recorded")
     if not (data.runs["precision"] == "fp32").any():
@@ -443,57 +533,86 @@ def epochs_to_fp32(data: ReportData) -> FigureOutput:
     em = em[em["run_id"].isin(df["run_id"])]
     if em.empty:
         raise Unavailable("no run has both curves and fp32 runs in its setting")
+    if "width" not in em:
+        em = em.assign(width=np.nan)
     em = em.merge(df[["run_id", "family"]], on="run_id")
-    em = em.assign(reached=em["epoch_reached"].astype(float)
-                   .fillna(np.inf))
-    agg = (em.groupby(["dataset", "family", "precision", "params"], dropna=False)
-           .agg(median=("reached", "median"), budget=("budget", "max"),
-                share=("epoch_reached", lambda s: s.notna().mean()))
+    em = em.assign(reached=em["epoch_reached"].astype(float).fillna(np.inf),
+                   size=em["width"].astype(float).fillna(-1.0))
+    agg = (em.groupby(["family", "precision", "size"], dropna=False)
+           .agg(median=("reached", "median"), budget=("budget", "max"), n=("run_id", "size"),
+                hit=("epoch_reached", lambda s: int(s.notna().sum())),
+                params=("params", "median"))
            .reset_index())
+    # One label per model size: the fp32 parameter count (quantised variants differ slightly).
+    sizes = (agg.sort_values("precision", key=lambda p: p != "fp32")
+             .groupby(["family", "size"])["params"].first())
     families = sorted(agg["family"].dropna().unique())
-    labels = order_precisions(agg["precision"])
-    pal = style.palette(labels)
-    fig, axes = _grid(len(families), row_height=2.3)
+    vmax = float(agg["budget"].max())
+    n_rows = max(agg.groupby("family")["precision"].nunique())
+    n_cols = max(agg.groupby("family")["size"].nunique())
+    ncols = 1 if len(families) == 1 else 2
+    nrows = math.ceil(len(families) / ncols)
+    width = style.SINGLE_COLUMN_IN if len(families) == 1 and n_cols <= 4 else \
+        style.DOUBLE_COLUMN_IN
+    fig, axes = style.new_figure(nrows, ncols, width=width,
+                                 height=max(2.0, nrows * (0.17 * n_rows + 0.75) + 0.3))
+    style.hide_unused(axes, len(families))
+    cmap = sns.color_palette("crest", as_cmap=True)
+    mesh = None
     for ax, fam in zip(axes.flat, families, strict=False):
-        a = agg[agg["family"] == fam].sort_values("params")
-        cap = float(a["budget"].max())
-        reached = np.isfinite(a["median"])
-        # Lines break where a size never got there (matplotlib breaks at NaN; seaborn would
-        # silently join the neighbours across the gap).
-        for label, g in a.groupby("precision", sort=False):
-            ax.plot(g["params"], g["median"].where(np.isfinite(g["median"])),
-                    color=pal[label], lw=0.9, alpha=0.8, zorder=1)
-        sns.scatterplot(data=a[reached], x="params", y="median", hue="precision", palette=pal,
-                        ax=ax, legend=False, s=22, edgecolor="0.15", linewidth=0.4, zorder=3)
-        miss = a[~reached]
-        if len(miss):
-            # Spread the never-reached markers sideways (in log space) so none hides another.
-            rank = miss.groupby("params").cumcount()
-            count = miss.groupby("params")["precision"].transform("size")
-            shift = 10 ** ((rank - (count - 1) / 2) * 0.045)
-            ax.scatter(miss["params"] * shift, np.full(len(miss), cap + 1), marker="^", s=20,
-                       facecolors="white", edgecolors=[pal[p] for p in miss["precision"]],
-                       linewidths=1.0, zorder=3)
-            ax.axhline(cap + 0.5, color="0.6", lw=0.6, ls=":")
-            ax.text(0.01, cap + 1.6, "not reached", transform=ax.get_yaxis_transform(),
-                    fontsize=6, color="0.4", va="bottom")
-        _log_x(ax, a["params"])
-        ax.set_xlabel("parameters")
-        ax.set_ylabel(f"epochs to reach fp32 − {MATCH_TOLERANCE:g} pt")
-        ax.set_ylim(0, cap + 2.6)
+        a = agg[agg["family"] == fam]
+        rows = order_precisions(a["precision"])
+        cols = sorted(a["size"].unique())
+        med = a.pivot_table(index="precision", columns="size", values="median",
+                            dropna=False).reindex(index=rows, columns=cols)
+        shown = med.where(np.isfinite(med))
+        annot = shown.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:g}"))
+        _hatched_background(ax)
+        sns.heatmap(shown, annot=annot.to_numpy(), fmt="", cmap=cmap, vmin=1, vmax=vmax,
+                    cbar=False, ax=ax, linewidths=0.6, linecolor="white",
+                    annot_kws={"fontsize": 6})
+        if ax.collections:
+            mesh = ax.collections[0]
+        cells = a.set_index(["precision", "size"])
+        for i, prec in enumerate(rows):
+            for j, size in enumerate(cols):
+                if (prec, size) not in cells.index:
+                    continue
+                c = cells.loc[(prec, size)]
+                if not np.isfinite(c["median"]):
+                    ax.text(j + 0.5, i + 0.5, f"> {c['budget']:g}", ha="center", va="center",
+                            fontsize=6, color="0.25")
+        labels = [EngFormatter(sep="", places=0)(sizes.get((fam, c), np.nan))
+                  if pd.notna(sizes.get((fam, c), np.nan)) else "?" for c in cols]
+        ax.set_xticks(np.arange(len(cols)) + 0.5, labels, rotation=0)
+        ax.set_yticks(np.arange(len(rows)) + 0.5, rows, rotation=0)
+        ax.set_xlabel("parameters (one column per model width)")
+        ax.set_ylabel("weight resolution (bits)")
+        ax.tick_params(length=0)
+        ax.grid(False)
         style.panel_title(ax, str(fam))
-    _resolution_legend(fig, labels, kind="patch")
+    if mesh is not None:
+        fig.colorbar(mesh, ax=[a for a in axes.flat if a.get_visible()], shrink=0.9,
+                     aspect=20, pad=0.02,
+                     label="epochs (median over seeds)")
     caption = (
         f"Epochs a run needs before its validation accuracy comes within {MATCH_TOLERANCE:g} "
-        "point of the mean final validation accuracy of the fp32 runs of its setting, median "
-        "over seeds, against parameter count (model width), one panel per model. Hollow "
-        "triangles above the dotted line: the median run never got there within its budget."
-        + _fixed_text(fixed)
+        "point of the mean final validation accuracy of the fp32 runs of its setting (median over "
+        "seeds), per resolution (rows) and model size (columns, labelled with the fp32 parameter "
+        "count), one panel per model. Hatched cells, \"> B\": the median run did not get there "
+        "within its budget of B epochs (with two seeds, one run short of the fp32 mean is "
+        "enough)." + _fixed_text(fixed)
     )
     notes = []
-    if agg.groupby("family")["params"].nunique().max() < 2:
+    if agg.groupby("family")["size"].nunique().max() < 2:
         notes.append("epochs to fp32: every model has one size, so no trend within a model")
     return FigureOutput("epochs_to_fp32", "Epochs to reach fp32 accuracy", caption, fig, notes)
+
+
+def _hatched_background(ax: Axes) -> None:
+    """Cells left empty by the heat map show this: light hatching, readable in grey print."""
+    ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor="0.94",
+                           edgecolor="0.75", hatch="////", lw=0, zorder=-1))
 
 
 def memory_vs_accuracy(data: ReportData) -> FigureOutput:
@@ -518,16 +637,14 @@ def memory_vs_accuracy(data: ReportData) -> FigureOutput:
         sns.scatterplot(data=a, x="kib", y="mean", hue="precision", palette=pal, style="family",
                         markers=markers, ax=ax, legend=False, s=26, edgecolor="0.15",
                         linewidth=0.4, zorder=3)
-        _log_x(ax, a["kib"])
+        _log_x(ax, a["kib"], plain=True)
         ax.set_xlabel("stored weights (KiB)")
         ax.set_ylabel(f"{_acc_name(data)} (%)")
         style.panel_title(ax, str(ds))
     model_handles = [Line2D([], [], ls="", marker=markers[f], color="0.5", mec="0.15", mew=0.4,
                             label=f) for f in fams]
     model_handles.append(Line2D([], [], color="black", lw=0.9, label="Pareto front"))
-    per_row = 6 if fig.get_figwidth() > 5 else 3
-    fig.legend(handles=model_handles, loc="outside upper center",
-               ncols=min(len(model_handles), per_row))
+    fit_legend(fig, model_handles, loc="outside upper center")
     _resolution_legend(fig, labels, kind="patch")
     packed = df["packed_bytes"].notna().mean()
     caption = (

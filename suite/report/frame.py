@@ -11,9 +11,12 @@ result field follows them, in name order):
     run_id            str   "trial-<number>" for Optuna trials, the directory name for run dirs
     trial             Int64 Optuna trial number (NA for run dirs)
     state             str   Optuna state: COMPLETE, FAIL, PRUNED, RUNNING, WAITING
-    status            str   ok | diverged | failed | pruned | running | waiting
+    status            str   ok | diverged | failed | retried | pruned | running | waiting
+                            (retried: a failed attempt whose slot a later trial completed)
     error             str   failure message of a FAIL trial
     cell              str   grid-cell key given by the sweep driver
+    (after the contract columns, when the sweep driver records them: slot, the cell and repeat
+    a trial ran; attempt, its try at that slot; failure, crash or lost)
     task              str   image | text
     dataset, model    str
     precision         str   resolution label: fp32, bnn, 1, 1.58, 2, 2.32, 3, 3.17, 4, 4.09, N=<n>
@@ -286,6 +289,9 @@ def frames_from_records(
             error=rec.get("error"),
             cell=rec.get("cell", row.get("cell")),
         )
+        for key in _QUEUE_ATTRS:
+            if rec.get(key) is not None:
+                row[key] = rec[key]
         rows.append(row)
         curves = rec.get("curves")
         if isinstance(curves, pd.DataFrame):
@@ -293,12 +299,25 @@ def frames_from_records(
                 curve_frames.append(curves.assign(run_id=row["run_id"]))
         elif curves:
             curve_rows.extend({**c, "run_id": row["run_id"]} for c in curves)
+    _mark_retried(rows)
     results = _tidy_results(pd.DataFrame(rows))
     if curve_rows:
         curve_frames.append(pd.DataFrame(curve_rows))
     curves = _tidy_curves(curve_frames, results)
     keys = tuple(sorted(k for k in config_keys if k not in _RESOLUTION_COLUMNS))
     return StudyFrames(results, curves, spec, spec_yaml, study_name, source, keys)
+
+
+_QUEUE_ATTRS = ("slot", "attempt", "failure")  # the sweep driver's per-trial bookkeeping
+
+
+def _mark_retried(rows: list[dict[str, Any]]) -> None:
+    """A failed attempt whose slot a later trial finished is history, not a missing run."""
+    finished = {r["slot"] for r in rows
+                if r.get("slot") and r["status"] in ("ok", "diverged", "pruned")}
+    for r in rows:
+        if r["status"] == "failed" and r.get("slot") in finished:
+            r["status"] = "retried"
 
 
 def _tidy_results(df: pd.DataFrame) -> pd.DataFrame:
@@ -431,6 +450,7 @@ def load_study(study_name: str, storage: Any) -> StudyFrames:
                 "config": config,
                 "cell": attrs.get("cell"),
                 "error": attrs.get("error"),
+                **{k: attrs.get(k) for k in _QUEUE_ATTRS},
             }
         )
     spec = study.user_attrs.get("spec")

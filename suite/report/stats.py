@@ -6,6 +6,7 @@ All accuracies here are in points (percent); ``accuracy_points`` converts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +43,16 @@ def completed_with_acc(frames: StudyFrames) -> tuple[pd.DataFrame, str | None]:
     if col is None:
         return done.assign(acc=np.nan), None
     return done.assign(acc=points(done[col])), col
+
+
+def run_instability(df: pd.DataFrame) -> pd.Series:
+    """Instability of each run, in points: its largest epoch-to-epoch fall in validation
+    accuracy; a diverged run counts as losing its best accuracy, whatever its last recorded drop
+    (it ended unusable). The measure of claims C3/C4 and of the stability figure."""
+    drop = points(df["max_val_acc_drop"])
+    lost = points(df["best_val_acc"])
+    diverged = df["diverged"].fillna(False).astype(bool)
+    return drop.where(~diverged, np.fmax(drop.fillna(0), lost.fillna(0)))
 
 
 def t_halfwidth(std: pd.Series | np.ndarray, n: pd.Series | np.ndarray) -> np.ndarray:
@@ -111,6 +122,32 @@ def stratified_bootstrap(
     alpha = (1 - CONFIDENCE) / 2
     lo, hi = np.quantile(boots, [alpha, 1 - alpha])
     return est, float(lo), float(hi)
+
+
+def stratified_welch(
+    strata: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[float, float, float]:
+    """Mean over strata of mean(a) - mean(b), with a Welch-Satterthwaite 95% t interval.
+
+    The normal-theory companion of ``stratified_bootstrap``: with 2-3 values a side, resampling
+    sees only a handful of distinct means and its interval is far too narrow; this one widens
+    with the t quantile of the few degrees of freedom. A side of one value adds no variance (its
+    stratum should not be counted by callers in the first place).
+    """
+    k = len(strata)
+    est = float(np.mean([np.mean(a) - np.mean(b) for a, b in strata]))
+    var, dof_den = 0.0, 0.0
+    for a, b in strata:
+        for x in (a, b):
+            if len(x) > 1:
+                v = float(np.var(x, ddof=1)) / len(x) / k**2
+                var += v
+                dof_den += v**2 / (len(x) - 1)
+    if var <= 0 or dof_den <= 0:
+        return est, est, est
+    dof = var**2 / dof_den
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, dof)) * math.sqrt(var)
+    return est, est - half, est + half
 
 
 def epochs_to_match(

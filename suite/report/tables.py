@@ -118,11 +118,15 @@ def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+UNFINISHED = ("failed", "retried", "pruned", "running")  # waiting trials are only counted
+
+
 def failed_table(data: ReportData) -> pd.DataFrame:
+    """Trials that did not give a result (waiting ones aside: a study in progress has many)."""
     res = data.frames.results
-    bad = res[res["status"].isin(["failed", "pruned", "running", "waiting"])]
-    cols = [c for c in ("trial", "run_id", "status", "model", "precision", "augment", "seed",
-                        "error") if c in bad]
+    bad = res[res["status"].isin(UNFINISHED)]
+    cols = [c for c in ("trial", "run_id", "status", "attempt", "model", "precision", "augment",
+                        "seed", "error") if c in bad]
     out = bad[cols].copy()
     if "error" in out:
         out["error"] = out["error"].map(lambda e: "" if e is None else str(e).splitlines()[0][:120])

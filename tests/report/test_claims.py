@@ -17,15 +17,16 @@ from suite.report.claims import (
     evaluate_claims,
 )
 from suite.report.frame import frames_from_records
-from suite.report.stats import prepare, stratified_bootstrap
+from suite.report.stats import prepare, stratified_bootstrap, stratified_welch
 
 RNG = np.random.default_rng(0)
 
 
 def _run(precision, seed, acc, *, width=64, augment="none", drop=0.01, curves=None, **extra):
     result = {"model": "cnn", "dataset": "cifar10", "precision": precision, "seed": seed,
-              "width": width, "augment": augment, "epochs": 10, "test_acc": acc,
-              "best_val_acc": acc, "max_val_acc_drop": drop, "diverged": False, **extra}
+              "width": width, "augment": augment, "test_acc": acc,
+              "best_val_acc": acc, "max_val_acc_drop": drop, "diverged": False, "epochs": 10,
+              **extra}
     return {"run_id": f"{precision}-{width}-{augment}-{seed}", "state": "COMPLETE",
             "result": result, "curves": curves}
 
@@ -122,17 +123,64 @@ def test_augmentation_claim_ignores_high_resolution():
 def test_zero_claim_and_diverged_runs_count_as_unstable():
     runs = []
     for s in range(3):
-        runs.append(_run("2", s, 0.7, drop=0.02))
-        runs.append(_run("2.32", s, 0.7, drop=0.01))
-    # a diverged zero-free run with a small recorded drop still counts as losing its accuracy
-    runs.append(_run("2", 3, 0.7, drop=0.0, diverged=True))
-    runs.append(_run("2.32", 3, 0.7, drop=0.01))
+        # diverged zero-free runs with a small recorded drop still count as losing their accuracy
+        runs.append(_run("2", s, 0.7, drop=0.0, diverged=True))
+        runs.append(_run("2.32", s, 0.7, drop=0.01 + RNG.normal(0, 1e-3)))
     res = claim_zero(_data(runs))
     assert res.verdict == SUPPORTED
     assert res.estimate > 10
     swapped = [dict(r, result=dict(r["result"], precision={"2": "2.32", "2.32": "2"}[
         r["result"]["precision"]])) for r in runs]
     assert claim_zero(_data(swapped)).verdict == CONTRADICTED
+
+
+def test_one_diverged_run_in_four_is_not_enough():
+    """1 of 4 zero-free runs diverged, none with zero: the bootstrap alone calls that an effect
+    (its interval excludes 0); the Welch interval over 4 seeds does not, and wins."""
+    runs = []
+    for s in range(3):
+        runs.append(_run("2", s, 0.7, drop=0.02))
+        runs.append(_run("2.32", s, 0.7, drop=0.01))
+    runs.append(_run("2", 3, 0.7, drop=0.0, diverged=True))
+    runs.append(_run("2.32", 3, 0.7, drop=0.01))
+    data = _data(runs)
+    res = claim_zero(data)
+    assert res.verdict == INCONCLUSIVE and "includes 0" in res.reason
+    a = np.array([2.0, 2.0, 2.0, 70.0])
+    b = np.full(4, 1.0)
+    assert stratified_bootstrap([(a, b)])[1] > 0  # the bootstrap interval alone excludes 0
+    assert res.ci_low < 0 < res.ci_high
+
+
+def test_two_seeds_get_an_honest_interval():
+    """2 seeds a side: the bootstrap sees 3 distinct means per side; Welch's t with ~2 degrees
+    of freedom is several times wider, and the verdict must not claim equivalence."""
+    runs = [_run("fp32", s, a) for s, a in enumerate((0.80, 0.83))]
+    runs += [_run("2.32", s, a) for s, a in enumerate((0.80, 0.82))]
+    res = claim_2232(_data(runs))
+    boot = stratified_bootstrap([(np.array([80.0, 82.0]), np.array([80.0, 83.0]))])
+    _, lo, hi = stratified_welch([(np.array([80.0, 82.0]), np.array([80.0, 83.0]))])
+    assert hi - lo > 3 * (boot[2] - boot[1])
+    assert (res.ci_low, res.ci_high) == pytest.approx((lo, hi))
+    assert res.verdict == INCONCLUSIVE
+
+
+def test_stability_claims_need_enough_epochs():
+    runs = []
+    for s in range(3):
+        runs.append(_run("2", s, 0.7, drop=0.2, epochs=2))
+        runs.append(_run("2.32", s, 0.7, drop=0.01, epochs=2))
+    res = claim_zero(_data(runs))
+    assert res.verdict == INCONCLUSIVE and "fewer than 3 epochs" in res.reason
+
+
+def test_diverged_runs_left_out_of_accuracy_claims_are_named():
+    runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 3))]
+    runs += [_run("2.32", s, a) for s, a in enumerate(_accs(0.80, 3))]
+    runs.append(_run("2.32", 9, float("nan"), diverged=True))
+    res = claim_2232(_data(runs))
+    assert res.verdict == SUPPORTED
+    assert res.reason.endswith("runs without accuracy (diverged) left out: 1 2.32")
 
 
 def _curve(reach: int, final: float = 0.80, epochs: int = 10):

@@ -128,3 +128,27 @@ def test_latex_and_markdown_writers():
     assert latex_escape("{x}") == r"\{x\}"
     md = to_markdown(pd.DataFrame({"a": ["x|y"], "n": [3]}))
     assert md.splitlines() == ["| a | n |", "| --- | ---: |", "| x\\|y | 3 |"]
+
+
+def test_retried_attempts_and_queue_attrs():
+    """The sweep driver retries a crashed slot: the failed attempt is history ("retried"), a
+    slot that never finished stays "failed", and waiting trials are counted, not listed."""
+    cfg = {"model": "fc", "precision": "2", "seed": 0}
+    records = [
+        {"run_id": "t0", "trial": 0, "state": "FAIL", "error": "boom", "config": cfg,
+         "slot": "a#0", "attempt": 1, "failure": "crash"},
+        {"run_id": "t1", "trial": 1, "state": "COMPLETE", "config": cfg, "slot": "a#0",
+         "attempt": 2, "result": {**cfg, "test_acc": 0.5}},
+        {"run_id": "t2", "trial": 2, "state": "FAIL", "error": "worker lost", "config": cfg,
+         "slot": "b#0", "attempt": 1, "failure": "lost"},
+        {"run_id": "t3", "trial": 3, "state": "WAITING", "config": cfg, "slot": "c#0"},
+    ]
+    r = frames_from_records(records).results.set_index("run_id")
+    assert r["status"].to_dict() == {"t0": "retried", "t1": "ok", "t2": "failed",
+                                     "t3": "waiting"}
+    assert r.loc["t0", "attempt"] == 1 and r.loc["t2", "failure"] == "lost"
+    from suite.report.stats import prepare
+    from suite.report.tables import failed_table
+
+    table = failed_table(prepare(frames_from_records(records)))
+    assert list(table["status"]) == ["retried", "failed"]  # waiting ones only counted
