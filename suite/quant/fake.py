@@ -10,11 +10,19 @@ from __future__ import annotations
 import torch
 
 
-def level_indices(w: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
+def level_indices(w: torch.Tensor, n: int, scale: torch.Tensor, *,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
     """Index 0..N-1 of the nearest grid level. Even N has no zero level, so a weight of exactly 0
-    maps to -s/2 (index N/2 - 1), never to 0: binary never silently becomes ternary."""
+    maps to -s/2 (index N/2 - 1), never to 0: binary never silently becomes ternary.
+
+    Computed as ``clamp(round(w / s + (N-1)/2), 0, N-1)``, in place on one fresh tensor: a chain of
+    out-of-place ops allocated a new weight-sized tensor per op, which cost several times the
+    arithmetic on CPU (page faults on large fresh allocations). ``out``: a buffer shaped like
+    ``w`` to compute into instead of a new tensor."""
     half = (n - 1) / 2
-    return torch.clamp(torch.round(w / scale + half), 0, n - 1)
+    s = scale.detach() if isinstance(scale, torch.Tensor) else scale
+    t = torch.div(w.detach(), s, out=out) if out is not None else torch.div(w.detach(), s)
+    return t.add_(half).round_().clamp_(0, n - 1)
 
 
 def grid_values(indices: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
@@ -68,10 +76,15 @@ class _LearnedStep(torch.autograd.Function):
         return grad_w, grad_s, None
 
 
-def fake_quantize(w: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
-    """Grid value of ``w`` with identity gradient; ``scale`` is a constant here."""
+def fake_quantize(w: torch.Tensor, n: int, scale: torch.Tensor, *,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """Grid value of ``w`` with identity gradient; ``scale`` is a constant here.
+
+    The same ops in the same order as ``grid_values(level_indices(w, n, scale), n, scale)`` (so
+    the same float results), done in place on one buffer (``out`` when given: a fresh tensor the
+    caller hands over, never one reused across forwards, since the result is saved for backward)."""
     with torch.no_grad():
-        q = grid_values(level_indices(w, n, scale), n, scale)
+        q = level_indices(w, n, scale, out=out).sub_((n - 1) / 2).mul_(scale)
     return _StraightThrough.apply(w, q)
 
 

@@ -113,11 +113,11 @@ class QuantMixin:
         else:
             self.register_parameter("step", None)
 
-    def _scale(self, w: torch.Tensor) -> torch.Tensor:
+    def _scale(self, w: torch.Tensor, workspace: torch.Tensor | None = None) -> torch.Tensor:
         if self.step is not None:
             return self.step
         return compute_scale(w, self.qconfig.resolution.n, self.qconfig.scale_rule,
-                             self.qconfig.per_channel)
+                             self.qconfig.per_channel, workspace=workspace)
 
     def quantized_weight(self) -> torch.Tensor:
         res = self.qconfig.resolution
@@ -128,7 +128,10 @@ class QuantMixin:
             return fake_binarize(w)
         if self.step is not None:
             return fake_quantize_learned(w, res.n, self.step)
-        return fake_quantize(w, res.n, self._scale(w))
+        # One fresh buffer per forward serves as the scale's scratch space and then receives the
+        # quantised weight: one weight-sized allocation instead of three.
+        buf = torch.empty_like(w, memory_format=torch.contiguous_format)
+        return fake_quantize(w, res.n, self._scale(w, buf), out=buf)
 
     def quantized_bias(self) -> torch.Tensor | None:
         b = self.bias
