@@ -8,6 +8,8 @@ Prints the command and the seconds of each stage; the goal is a build under 20 s
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -52,14 +54,22 @@ def main(argv: list[str] | None = None) -> dict:
     frames = frames_from_records(records, study_name="bench", source="synthetic benchmark")
     t2 = time.perf_counter()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_report_"))
+    load_before = os.getloadavg()[0]
+    cpu0 = _cpu_seconds()
     report = build_report(frames, out, study="bench", command=command, workers=args.workers)
     t3 = time.perf_counter()
+    cpu = _cpu_seconds() - cpu0
     result = {
         "runs": len(frames.results),
         "curve_rows": len(frames.curves),
         "generate_s": round(t1 - t0, 2),
         "frames_s": round(t2 - t1, 2),
         "build_s": round(t3 - t2, 2),
+        # CPU seconds of the build in this process and its figure workers: what the build
+        # costs whatever else the machine runs (the wall time above depends on that).
+        "build_cpu_s": round(cpu, 2),
+        "load_avg_1min_before": round(load_before, 2),
+        "figures": len(list((out / "figures").glob("*.png"))),
         "workers": args.workers if args.workers is not None else default_workers(),
         "goal_s": GOAL_SECONDS,
         "within_goal": (t3 - t2) < GOAL_SECONDS,
@@ -68,6 +78,12 @@ def main(argv: list[str] | None = None) -> dict:
     for key, value in result.items():
         print(f"{key}: {value}")
     return result
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # figure workers, once joined
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":

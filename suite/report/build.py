@@ -30,6 +30,10 @@ from suite.report.figures import FIGURES, FigureOutput, Unavailable
 from suite.report.frame import StudyFrames
 from suite.report.stats import ReportData, prepare
 from suite.report.tables import (
+    CLAIMS_RULES_COLUMNS,
+    CLAIMS_RULES_FORMAT,
+    CLAIMS_TEX_COLUMNS,
+    CLAIMS_TEX_FORMAT,
     TableUnavailable,
     budget_table,
     claims_table,
@@ -230,14 +234,25 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
         "claims", "Claims of the papers against this study", claims_table(claims),
         "Each claim's statistic: difference in means over matched settings with a 95% CI (the "
         "wider of a seeded stratified bootstrap and a Welch t interval); the verdict follows "
-        "the rule in its row (see below).",
+        "the rule of its claim.",
     ))
     for t in out:
-        wide = len(t.df.columns) > 6
-        fmt = "lp{3.2cm}p{3cm}lp{1.8cm}p{3.2cm}lp{2.6cm}" if t.name == "claims" else None
-        (table_dir / f"{t.name}.tex").write_text(
-            to_latex(t.df, t.caption, f"tab:{t.name}", column_format=fmt, wide=wide))
         (table_dir / f"{t.name}.md").write_text(to_markdown(t.df))
+        if t.name == "claims":
+            # On paper the claims table splits in two: verdicts, and the statistic and rule
+            # behind each (report.md shows them in one).
+            (table_dir / "claims.tex").write_text(to_latex(
+                t.df[list(CLAIMS_TEX_COLUMNS)], t.caption, "tab:claims",
+                column_format=CLAIMS_TEX_FORMAT, wide=True,
+                caption_tex=" Statistics and rules: Table~\\ref{tab:claims_rules}."))
+            (table_dir / "claims_rules.tex").write_text(to_latex(
+                t.df[list(CLAIMS_RULES_COLUMNS)], "How each claim is decided: the statistic "
+                "computed from the runs and the verdict rule (claims: Table", "tab:claims_rules",
+                column_format=CLAIMS_RULES_FORMAT, wide=True,
+                caption_tex="~\\ref{tab:claims})."))
+            continue
+        (table_dir / f"{t.name}.tex").write_text(
+            to_latex(t.df, t.caption, f"tab:{t.name}", wide=len(t.df.columns) > 6))
     return out
 
 
@@ -317,7 +332,8 @@ def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables
     lines += [f"- {n}" for n in dict.fromkeys(notes)] or ["- nothing: every part was computed"]
     by_name = {t.name: t for t in tables}
     lines += ["", "## Claims", "", by_name["claims"].caption, "",
-              to_markdown(by_name["claims"].df), "LaTeX: [tables/claims.tex](tables/claims.tex)",
+              to_markdown(by_name["claims"].df), "LaTeX: [tables/claims.tex](tables/claims.tex) and "
+              "[tables/claims_rules.tex](tables/claims_rules.tex)",
               "", "## How the verdicts are decided", "", rules_markdown(),
               "", "## Figures", ""]
     if not figures:

@@ -60,8 +60,11 @@ def summary_table(data: ReportData) -> pd.DataFrame:
     out["n"] = t["runs"].astype(int).to_numpy()
     out["accuracy (%)"] = [f"{_fmt(m)} ± {_fmt(s)}" if n > 1 else _fmt(m)
                            for m, s, n in zip(t["mean"], t["std"], t["n"], strict=True)]
+    # A difference of two accuracies lies in [-100, 100] points; a t interval of 2 seeds can
+    # reach past that, and is cut there.
     out["gap to fp32 (pts)"] = [
-        "–" if pd.isna(g) else (f"{g:+.1f} [{lo:+.1f}, {hi:+.1f}]" if pd.notna(lo) else f"{g:+.1f}")
+        "–" if pd.isna(g) else (f"{g:+.1f} [{max(lo, -100):+.1f}, {min(hi, 100):+.1f}]"
+                                if pd.notna(lo) else f"{g:+.1f}")
         for g, lo, hi in zip(t["gap"], t["gap_lo"], t["gap_hi"], strict=True)]
     out["diverged"] = [f"{int(d)}/{int(n)}" for d, n in zip(t["diverged"], t["runs"], strict=True)]
     out["loss spikes"] = t["spikes"].map(lambda v: _fmt(v, 2)).to_numpy()
@@ -121,6 +124,14 @@ def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
 UNFINISHED = ("failed", "retried", "pruned", "running")  # waiting trials are only counted
 
 
+CLAIMS_TEX_COLUMNS = ("id", "claim", "estimate [95% CI]", "data", "verdict", "why")
+CLAIMS_RULES_COLUMNS = ("id", "statistic", "rule")
+_RAGGED = ">{\\raggedright\\arraybackslash}p{%s}"
+# Sized for a two-column paper's full width (table*, 17 cm text) in \\small type.
+CLAIMS_TEX_FORMAT = "l" + _RAGGED % "3.5cm" + "l" + _RAGGED % "1.7cm" + "l" + _RAGGED % "3.6cm"
+CLAIMS_RULES_FORMAT = "l" + _RAGGED % "6.2cm" + _RAGGED % "8.6cm"
+
+
 def failed_table(data: ReportData) -> pd.DataFrame:
     """Trials that did not give a result (waiting ones aside: a study in progress has many)."""
     res = data.frames.results
@@ -144,27 +155,42 @@ _LATEX_SYMBOLS = {"±": r"$\pm$", "−": r"$-$", "≤": r"$\leq$", "≈": r"$\ap
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in [*_LATEX_SPECIAL, *_LATEX_SYMBOLS]))
 
 
+# Typography the escaping alone gets wrong: a minus sign before a number (not a hyphen), and
+# powers such as 2^k (not a caret).
+_MINUS_RE = re.compile(r"(?<![\w.])-(?=\d)")
+_POWER_RE = re.compile(r"(\d)\^(\w+)")
+
+
 def latex_escape(text: object) -> str:
     def sub(m: re.Match[str]) -> str:
         key = m.group(0)
         return _LATEX_SPECIAL.get(key) or _LATEX_SYMBOLS[key]
 
-    return _LATEX_RE.sub(sub, str(text))
+    parts = _POWER_RE.split(str(text))  # [text, base, exponent, text, ...]
+    out = []
+    for i, part in enumerate(parts):
+        if i % 3 == 0:
+            out.append(_LATEX_RE.sub(sub, _MINUS_RE.sub("\x00", part)).replace("\x00", "$-$"))
+        elif i % 3 == 1:
+            out.append(f"${part}^{{{parts[i + 1]}}}$")
+    return "".join(out)
 
 
 LONG_TABLE_ROWS = 40  # past this a float would run off the page: longtable breaks across pages
 
 
 def to_latex(df: pd.DataFrame, caption: str, label: str,
-             column_format: str | None = None, wide: bool = False) -> str:
+             column_format: str | None = None, wide: bool = False,
+             caption_tex: str = "") -> str:
     """A booktabs table (needs \\usepackage{booktabs}; wide tables use table*, long ones
-    longtable, which needs \\usepackage{longtable})."""
+    longtable, which needs \\usepackage{longtable}; ragged p-columns, \\usepackage{array}).
+    ``caption_tex`` is appended to the escaped caption as LaTeX (e.g. a \\ref)."""
     if column_format is None:
         column_format = "".join("r" if _numeric_like(df[c]) else "l" for c in df.columns)
     header = " & ".join(latex_escape(c) for c in df.columns) + " \\\\"
     rows = [" & ".join(latex_escape(v) for v in row) + " \\\\"
             for row in df.itertuples(index=False)]
-    cap = f"\\caption{{{latex_escape(caption)}}}\\label{{{label}}}"
+    cap = f"\\caption{{{latex_escape(caption)}{caption_tex}}}\\label{{{label}}}"
     if len(df) > LONG_TABLE_ROWS:
         return "\n".join([
             "{\\small", f"\\begin{{longtable}}{{{column_format}}}", cap + " \\\\",
@@ -172,7 +198,9 @@ def to_latex(df: pd.DataFrame, caption: str, label: str,
             "\\end{longtable}", "}", ""])
     env = "table*" if wide else "table"
     return "\n".join([
-        f"\\begin{{{env}}}[t]", "\\centering", "\\small", cap,
+        f"\\begin{{{env}}}[t]", "\\centering", "\\small",
+        # Narrower column gaps in wide tables: ten columns fit a two-column page's full width.
+        *(["\\setlength{\\tabcolsep}{4pt}"] if wide else []), cap,
         f"\\begin{{tabular}}{{{column_format}}}", "\\toprule", header, "\\midrule", *rows,
         "\\bottomrule", "\\end{tabular}", f"\\end{{{env}}}", ""])
 

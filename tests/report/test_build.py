@@ -129,7 +129,7 @@ def test_latex_tables_are_balanced_booktabs(built, tmp_path):
     if shutil.which("pdflatex"):
         doc = tmp_path / "doc.tex"
         inputs = "\n".join(f"\\input{{{p}}}" for p in sorted((out / "tables").glob("*.tex")))
-        doc.write_text("\\documentclass{article}\\usepackage{booktabs,longtable}"
+        doc.write_text("\\documentclass{article}\\usepackage{booktabs,longtable,array}"
                        "\\usepackage[margin=1cm]"
                        "{geometry}\\begin{document}" + inputs + "\\end{document}")
         subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],

@@ -227,3 +227,27 @@ def test_evaluate_claims_returns_all_five_in_order():
     results = evaluate_claims(_data(runs))
     assert [r.id for r in results] == ["C1", "C2", "C3", "C4", "C5"]
     assert all(r.verdict == INCONCLUSIVE and r.reason for r in results)
+
+
+def test_accuracy_claims_use_each_models_longest_budget():
+    """Short budgets are claim C2's business: a 2.32 model 10 points behind after 5 epochs and
+    level after 20 reaches the fp32 accuracy."""
+    runs = []
+    for epochs, gap in ((5, 0.10), (20, 0.002)):
+        runs += [_run("fp32", s, a, epochs=epochs) for s, a in enumerate(_accs(0.80, 3))]
+        runs += [_run("2.32", s, a, epochs=epochs) for s, a in enumerate(_accs(0.80 - gap, 3))]
+    for r in runs:
+        r["run_id"] += f"-e{r['result']['epochs']}"
+    res = claim_2232(_data(runs))
+    assert res.verdict == SUPPORTED, res
+    assert (res.strata, res.n_a, res.n_b) == (1, 3, 3)
+
+
+def test_zero_claim_needs_instability_to_restore():
+    runs = []
+    for s in range(3):
+        runs.append(_run("2", s, 0.7, drop=0.0))
+        runs.append(_run("2.32", s, 0.7, drop=0.0))
+    res = claim_zero(_data(runs))
+    assert res.verdict == INCONCLUSIVE and "nothing for zero to restore" in res.reason
+    assert res.strata == 1 and res.estimate == 0

@@ -123,7 +123,9 @@ def test_latex_and_markdown_writers():
     df = pd.DataFrame({"name": ["a_b & c", "50%"], "value": ["1.5 ± 0.2", "≤ 2"]})
     tex = to_latex(df, "Caption with 2^k", "tab:x")
     assert r"a\_b \& c" in tex and r"50\%" in tex and r"$\pm$" in tex and r"$\leq$" in tex
-    assert r"2\textasciicircum{}k" in tex
+    assert r"$2^{k}$" in tex  # a power, not a caret
+    assert r"$-$0.16 [$-$2.2" in to_latex(pd.DataFrame({"x": ["-0.16 [-2.2, +1]"]}), "c", "t")
+    assert "run-3" in to_latex(pd.DataFrame({"x": ["run-3"]}), "c", "t")  # hyphens stay
     assert tex.count("\\toprule") == tex.count("\\bottomrule") == 1
     assert latex_escape("{x}") == r"\{x\}"
     md = to_markdown(pd.DataFrame({"a": ["x|y"], "n": [3]}))

@@ -233,7 +233,8 @@ def _check_tabular(tex: str) -> None:
     header = tex[tex.index("\\toprule") + 8: tex.index("\\midrule")]
     body = tex[tex.index("\\midrule") + 8: tex.index("\\bottomrule")]
     cols = len(re.split(r"(?<!\\)&", header))
-    assert len(re.findall(r"[lrc]|p\{[^}]*\}", _column_spec(tex))) == cols
+    spec = re.sub(r">\{[^}]*\}", "", _column_spec(tex))  # >{\raggedright...} prefixes
+    assert len(re.findall(r"[lrc]|p\{[^}]*\}", spec)) == cols, spec
     for row in filter(None, (r.strip() for r in body.split("\\\\"))):
         assert len(re.split(r"(?<!\\)&", row)) == cols, row
     stripped = tex.replace("\\{", "").replace("\\}", "")
@@ -242,18 +243,27 @@ def _check_tabular(tex: str) -> None:
 
 def test_latex_tables_parse_and_compile(real, tmp_path):
     tables = sorted((real["out"] / "tables").glob("*.tex"))
-    assert len(tables) == 3
+    assert [t.stem for t in tables] == ["budget", "claims", "claims_rules", "summary"]
     for tex in tables:
         _check_tabular(tex.read_text())
     if not shutil.which("pdflatex"):
         pytest.skip("no pdflatex: balanced booktabs checked, compilation skipped")
     inputs = "\n".join(f"\\input{{{p}}}" for p in tables)
     (tmp_path / "doc.tex").write_text(
-        "\\documentclass{article}\\usepackage{booktabs,longtable}\\usepackage[margin=1cm]"
+        "\\documentclass{article}\\usepackage{booktabs,longtable,array}\\usepackage[margin=1cm]"
         "{geometry}\\begin{document}" + inputs + "\\end{document}")
     run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:]
+    # The claims tables are sized for a two-column paper's full text width: no overfull box.
+    claims = [p for p in tables if p.stem.startswith("claims")]
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass[twocolumn]{article}\\usepackage{booktabs,longtable,array}"
+        "\\usepackage[margin=2cm]{geometry}\\begin{document}"
+        + "\n".join(f"\\input{{{p}}}" for p in claims) + "\\end{document}")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "Overfull \\hbox" not in run.stdout, run.stdout[-2000:]
 
 
 def test_claims_table_has_a_verdict_per_claim(real):
