@@ -577,7 +577,6 @@ def epochs_to_fp32(data: ReportData) -> FigureOutput:
                             dropna=False).reindex(index=rows, columns=cols)
         shown = med.where(np.isfinite(med))
         annot = shown.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:g}"))
-        _hatched_background(ax)
         mesh = _heatmap(ax, shown, annot.to_numpy(), cmap=cmap, vmin=1, vmax=vmax, fontsize=6)
         cells = a.set_index(["precision", "size"])
         for i, prec in enumerate(rows):
@@ -586,6 +585,9 @@ def epochs_to_fp32(data: ReportData) -> FigureOutput:
                     continue
                 c = cells.loc[(prec, size)]
                 if not np.isfinite(c["median"]):
+                    # Hatched: trained, never got there (an untrained cell stays blank).
+                    ax.add_patch(Rectangle((j, i), 1, 1, facecolor="0.94", edgecolor="0.75",
+                                           hatch="////", lw=0, zorder=0.5))
                     ax.text(j + 0.5, i + 0.5, f"> {c['budget']:g}", ha="center", va="center",
                             fontsize=6, color="0.25")
         labels = [EngFormatter(sep="", places=0)(sizes.get((fam, c), np.nan))
@@ -607,7 +609,7 @@ def epochs_to_fp32(data: ReportData) -> FigureOutput:
         "seeds), per resolution (rows) and model size (columns, labelled with the fp32 parameter "
         "count), one panel per model. Hatched cells, \"> B\": the median run did not get there "
         "within its budget of B epochs (with two seeds, one run short of the fp32 mean is "
-        "enough)." + _fixed_text(fixed)
+        "enough); blank cells: not trained." + _fixed_text(fixed)
     )
     notes = []
     if agg.groupby("family")["size"].nunique().max() < 2:
@@ -641,12 +643,6 @@ def _heatmap(ax: Axes, values: pd.DataFrame, annot: np.ndarray, *, cmap, vmin: f
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=fontsize,
                     color="0.15" if lum > 0.408 else "white")
     return mesh
-
-
-def _hatched_background(ax: Axes) -> None:
-    """Cells left empty by the heat map show this: light hatching, readable in grey print."""
-    ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor="0.94",
-                           edgecolor="0.75", hatch="////", lw=0, zorder=-1))
 
 
 def memory_vs_accuracy(data: ReportData) -> FigureOutput:

@@ -194,7 +194,11 @@ _RULES = {"epochs": ("largest", max), "width": ("largest", max)}
 
 
 def _reference(g: pd.DataFrame, axis: str) -> object:
-    values = g[axis].dropna()
+    # First the values whose runs cover the most resolutions: a width sweep at a few resolutions
+    # beside a full resolution grid at width 1 must not leave the headline figure with four.
+    d = g.dropna(subset=[axis])
+    cover = d.groupby(d[axis].astype(str))["precision"].nunique()
+    values = d.loc[d[axis].astype(str).isin(cover[cover == cover.max()].index), axis]
     if axis == "augment" and (values == "none").any():
         return "none"
     if axis in _RULES:
@@ -209,8 +213,9 @@ def headline_slice(
 ) -> tuple[pd.DataFrame, list[str]]:
     """One value per varying setting axis (outside ``keep``), chosen per model and dataset.
 
-    The paper-like setting: no augmentation when there is such a run, the largest epoch budget,
-    the largest width, the most common value of anything else. Returns the slice and a list of
+    The paper-like setting, among the values whose runs cover the most resolutions: no
+    augmentation when there is such a run, the largest epoch budget, the largest width, the most
+    common value of anything else. Returns the slice and a list of
     phrases saying what was held fixed (for captions).
     """
     fixed = [a for a in axes if a not in keep and a not in ("task", "dataset", "model")]

@@ -154,3 +154,25 @@ def test_retried_attempts_and_queue_attrs():
 
     table = failed_table(prepare(frames_from_records(records)))
     assert list(table["status"]) == ["retried", "failed"]  # waiting ones only counted
+
+
+def test_headline_slice_keeps_the_full_resolution_grid():
+    """The default study's shape: every resolution at width 1, a width sweep (0.25, 2.5) at
+    four resolutions. The headline setting is width 1, not the largest width."""
+    from suite.report.stats import headline_slice, prepare
+
+    full = ("fp32", "bnn", "1", "1.58", "2", "2.32", "3", "3.17", "4", "4.09")
+    records = []
+    for width, precisions in ((1.0, full), (0.25, ("fp32", "1", "2.32", "bnn")),
+                              (2.5, ("fp32", "1", "2.32", "bnn"))):
+        for p in precisions:
+            for seed in (0, 1):
+                records.append({"run_id": f"{width}-{p}-{seed}", "state": "COMPLETE",
+                                "config": {"model": "fc", "width": width, "precision": p,
+                                           "seed": seed, "epochs": 4},
+                                "result": {"test_acc": 0.5}})
+    data = prepare(frames_from_records(records))
+    assert "width" in data.axes
+    df, fixed = headline_slice(data.runs, data.axes)
+    assert set(df["width"]) == {1.0} and df["precision"].nunique() == len(full)
+    assert fixed == ["width = 1"]
