@@ -62,7 +62,18 @@ def sweep(session: nox.Session) -> None:
     args = session.posargs or ["sweeps/default.yaml"]
     session.run("bitsweep", "sweep", *args, env=_quiet_env())
     spec = next((a for a in args if a.endswith((".yaml", ".yml"))), "sweeps/default.yaml")
-    session.run("bitsweep", "report", spec, env=_quiet_env())
+    # The report reads the same storage the sweep wrote.
+    shared = [a for flag in ("--runs", "--storage") for a in _option(args, flag)]
+    session.run("bitsweep", "report", spec, *shared, env=_quiet_env())
+
+
+def _option(args: list[str], flag: str) -> list[str]:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return [flag, args[i + 1]]
+        if arg.startswith(flag + "="):
+            return [arg]
+    return []
 
 
 @nox.session

@@ -76,14 +76,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from suite.sweep import run_sweep
+    from suite.sweep import SweepInterrupted, run_sweep
     from suite.sweep_spec import load_spec
 
-    spec = load_spec(args.spec)
-    summary = run_sweep(spec, workers=args.workers, storage=args.storage, n_trials=args.n_trials,
-                        runs_root=Path(args.runs), threads=args.threads)
+    spec = load_spec(args.spec)  # validated whole before anything is created
+    try:
+        summary = run_sweep(spec, workers=args.workers, storage=args.storage,
+                            n_trials=args.n_trials, runs_root=Path(args.runs),
+                            threads=args.threads, grace=args.grace)
+    except SweepInterrupted as stop:
+        print(json.dumps(stop.summary))
+        print("bitsweep sweep: interrupted; finished trials are stored. Run the same command "
+              "again to resume.", file=sys.stderr)
+        return 130
     print(json.dumps(summary))
-    return 0
+    return 1 if summary["failed"] and not (summary["complete"] or summary["diverged"]) else 0
 
 
 def cmd_wandb_sweep(args: argparse.Namespace) -> int:
@@ -104,7 +111,7 @@ def cmd_agent_run(args: argparse.Namespace, extra: list[str]) -> int:
     """The program a W&B agent calls: one configuration from --key=value flags."""
     from suite.wandb_sweep import agent_run
 
-    result = agent_run(args.spec, extra, runs_root=Path(args.runs))
+    result = agent_run(args.spec, extra, runs_root=Path(args.runs), storage=args.storage)
     print(json.dumps({k: result.get(k) for k in ("model", "precision", "val_acc", "diverged")}))
     return 0
 
@@ -151,11 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run a study from a sweep file with Optuna")
     p.add_argument("spec", help="sweeps/<study>.yaml")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes on this machine (default: the spec's workers, or 1)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: file under runs/)")
     p.add_argument("--n-trials", type=int, default=None, help="stop after M trials on this machine")
     p.add_argument("--runs", default="runs", help="root of run directories (default runs/)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    p.add_argument("--grace", type=float, default=60.0,
+                   help="seconds without a heartbeat before another machine's trial counts as "
+                        "lost and is queued again (default 60)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("wandb-sweep", help="export a W&B sweep config for the same study")
@@ -167,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("agent-run", help="(called by `wandb agent`) train one sweep configuration")
     p.add_argument("spec")
     p.add_argument("--runs", default="runs")
+    p.add_argument("--storage", default=None, help="Optuna storage to record the run in")
     p.set_defaults(func=cmd_agent_run, takes_extra=True)
 
     p = sub.add_parser("report", help="figures, tables and claims for a study")
