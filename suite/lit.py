@@ -32,6 +32,10 @@ class BitsweepModule(L.LightningModule):
         # Set when a training loss is NaN/inf or above the bound: the run stops and says so.
         self.diverged_epoch: int | None = None
         self._bad: torch.Tensor | None = None
+        self.check_every_step = True  # set per device when the fit starts
+
+    def on_fit_start(self) -> None:
+        self.check_every_step = self.device.type == "cpu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -58,7 +62,7 @@ class BitsweepModule(L.LightningModule):
         bad = ~torch.isfinite(loss.detach()) | (loss.detach() > self.diverge_loss)
         self._bad = bad if self._bad is None else self._bad | bad
         last = batch_idx + 1 >= self.trainer.num_training_batches
-        if loss.device.type == "cpu" or last or (batch_idx + 1) % self.CHECK_EVERY == 0:
+        if self.check_every_step or last or (batch_idx + 1) % self.CHECK_EVERY == 0:
             flagged = bool(self._bad)
             self._bad = None
             if flagged:

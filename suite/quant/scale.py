@@ -101,7 +101,7 @@ def _std(w: torch.Tensor, dims: tuple[int, ...] | None,
         mean, mean_sq = w.mean(), sq.mean()
     else:
         mean, mean_sq = w.mean(dim=dims, keepdim=True), sq.mean(dim=dims, keepdim=True)
-    return mean_sq.sub_(mean.square()).clamp_min_(0).sqrt_()
+    return mean_sq.addcmul_(mean, mean, value=-1).clamp_min_(0).sqrt_()
 
 
 def _stat(w: torch.Tensor, per_channel: bool, fn: str,
@@ -125,10 +125,11 @@ def compute_scale(w: torch.Tensor, n: int, rule: str, per_channel: bool = False,
     overwritten; the layers pass the buffer that then receives the quantised weight).
     """
     check_scale_rule(rule)
+    # _stat returns a fresh tensor, so the scaling and the floor are applied in place
     if rule in ("gauss", "lsq"):
-        s = _stat(w, per_channel, "std", workspace) * gaussian_step(n)
+        s = _stat(w, per_channel, "std", workspace).mul_(gaussian_step(n))
     elif rule == "absmean":
-        s = _stat(w, per_channel, "absmean", workspace) * (2.0 / (n - 1))
+        s = _stat(w, per_channel, "absmean", workspace).mul_(2.0 / (n - 1))
     else:
-        s = _stat(w, per_channel, "absmax", workspace) * (2.0 / (n - 1))
-    return s.clamp_min(_MIN_SCALE)
+        s = _stat(w, per_channel, "absmax", workspace).mul_(2.0 / (n - 1))
+    return s.clamp_min_(_MIN_SCALE)
