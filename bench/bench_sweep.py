@@ -5,10 +5,11 @@
    / trials: everything that is not ``trainer.fit`` — the queue, storage writes, data and model
    set-up, the test pass, saving and packing. Measured with W&B disabled (the driver's own cost) and
    offline (what a user pays by default; W&B's init and finish dominate it).
-2. Scaling: the same CNN study with --workers 1 and --workers 2, alternating, from a fresh storage
-   each time, wall time from the command's start (spawned workers' imports included).
+2. Scaling: a CNN study with --workers 1 and --workers 2, alternating, from a fresh storage each
+   time: wall time of the whole command (spawned workers' imports included), and steady-state
+   throughput (trials per minute between the first trial's start and the last one's end).
 
-    python bench/bench_sweep.py [--trials 24] [--reps 1]
+    python bench/bench_sweep.py [--trials 20] [--epochs 12] [--reps 1]
 """
 
 from __future__ import annotations
@@ -59,7 +60,13 @@ def overhead(tmp: Path, trials: int, wandb: str) -> dict[str, float]:
             "overhead_per_trial_s": (wall - sum(fits)) / n}
 
 
-def scaling_run(tmp: Path, spec: Path, workers: int, tag: str) -> float:
+def scaling_run(tmp: Path, spec: Path, workers: int, tag: str) -> tuple[float, float]:
+    """(wall seconds of the whole command, steady-state trials per minute from the trials' own
+    start/end stamps: first start to last end, so process start-up is left out)."""
+    import optuna
+
+    from suite.sweep_store import open_storage
+
     runs = tmp / f"runs-{tag}"
     shutil.rmtree(runs, ignore_errors=True)
     env = {**os.environ, "CI": "true", "WANDB_MODE": "disabled"}
@@ -67,13 +74,19 @@ def scaling_run(tmp: Path, spec: Path, workers: int, tag: str) -> float:
     subprocess.run([sys.executable, "-m", "suite", "sweep", str(spec), "--runs", str(runs),
                     "--workers", str(workers)], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    trials = optuna.load_study(study_name="scale", storage=open_storage(
+        str(runs / "scale" / "optuna.journal"))).trials
+    span = (max(t.datetime_complete for t in trials)
+            - min(t.datetime_start for t in trials)).total_seconds()
+    return wall, 60 * len(trials) / span
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--reps", type=int, default=1, help="alternating 1-/2-worker repetitions")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs of each scaling trial")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
     import lightning  # noqa: F401 - imported once up front: the overhead is per trial
@@ -83,14 +96,18 @@ def main() -> None:
     for mode in ("disabled", "offline"):
         out[f"overhead_wandb_{mode}"] = overhead(tmp, args.trials, mode)
         print(json.dumps({mode: out[f"overhead_wandb_{mode}"]}), flush=True)
-    spec = _spec(tmp / "scale.yaml", "scale", "cnn", 4, args.trials, "disabled")
+    spec = _spec(tmp / "scale.yaml", "scale", "cnn", args.epochs, args.trials, "disabled")
     one, two = [], []
     for rep in range(args.reps):
         one.append(scaling_run(tmp, spec, 1, f"w1-{rep}"))
         two.append(scaling_run(tmp, spec, 2, f"w2-{rep}"))
-        print(json.dumps({"rep": rep, "workers1_s": one[-1], "workers2_s": two[-1]}), flush=True)
-    out["scaling"] = {"trials": args.trials, "workers1_s": min(one), "workers2_s": min(two),
-                      "speedup": min(one) / min(two)}
+        print(json.dumps({"rep": rep, "workers1": one[-1], "workers2": two[-1]}), flush=True)
+    w1, w2 = min(w for w, _ in one), min(w for w, _ in two)
+    t1, t2 = max(t for _, t in one), max(t for _, t in two)
+    out["scaling"] = {"trials": args.trials, "cnn_epochs": args.epochs,
+                      "workers1_wall_s": w1, "workers2_wall_s": w2, "wall_speedup": w1 / w2,
+                      "workers1_trials_per_min": t1, "workers2_trials_per_min": t2,
+                      "throughput_speedup": t2 / t1}
     print(json.dumps(out, indent=1))
     shutil.rmtree(tmp, ignore_errors=True)
 
