@@ -209,8 +209,11 @@ def _worker_entry(plan: WorkerPlan, counter: Any, parent: int) -> None:
 class Progress:
     """Trials done / total with an ETA: a bar in a terminal, one plain line per trial elsewhere."""
 
-    def __init__(self, study: optuna.Study, total: int, already: int) -> None:
+    def __init__(self, study: optuna.Study, total: int, already: int,
+                 axes: tuple[str, ...] = ("model", "precision", "seed")) -> None:
         self._study = study
+        # Name a trial by what tells it apart: the spec's varying fields, model and precision first.
+        self._axes = ("model", "precision", *(a for a in axes if a not in ("model", "precision")))
         self._seen: set[int] = {t.number for t in study.get_trials(deepcopy=False)
                                 if t.state.is_finished()}
         self._done = already
@@ -236,7 +239,8 @@ class Progress:
         result = t.user_attrs.get("result") or {}
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             self._done += 1
-        what = f"{cfg.get('model')} {cfg.get('precision')} seed={cfg.get('seed')}"
+        what = " ".join(str(cfg.get(a)) if a in ("model", "precision") else f"{a}={cfg.get(a)}"
+                        for a in self._axes)
         if t.state == TrialState.COMPLETE:
             acc = result.get("val_acc")
             outcome = "diverged" if result.get("diverged") else (
@@ -314,7 +318,7 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
           file=sys.stderr)
     plan = WorkerPlan(spec=spec, url=url, runs_root=str(runs_root),
                       threads=threads or _default_threads(workers), limit=n_trials, grace=grace)
-    progress = Progress(study, state.slots, state.done)
+    progress = Progress(study, state.slots, state.done, spec.axes)
     interrupted = False
     ctx = mp.get_context("spawn")
     counter = ctx.Value("i", 0)
