@@ -190,14 +190,20 @@ class RunConfig:
         if self.subset:
             parts.append(f"sub{self.subset}")
         parts.append(f"lr{self.lr:g}")
-        trained = {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINED}
-        digest = hashlib.sha1(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:8]
-        parts.append(digest)
+        parts.append(self.fingerprint(with_seed=False))
         return "/".join(parts)
 
+    def fingerprint(self, *, with_seed: bool = True) -> str:
+        """Short hash of every field that changes what is trained (not where it runs or logs):
+        equal fingerprints mean the same experiment. A sweep keys its cells by it, so editing a
+        fixed value of a study queues new runs instead of passing old results off as new ones."""
+        skip = _NOT_TRAINED if with_seed else _NOT_TRAINED | {"seed"}
+        trained = {k: v for k, v in self.to_dict().items() if k not in skip}
+        return hashlib.sha1(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:8]
 
-# Fields that do not change what is trained: left out of the group hash.
-_NOT_TRAINED = frozenset({"seed", "device", "threads", "data_dir", "wandb_mode", "wandb_project",
+
+# Fields that do not change what is trained: left out of fingerprints.
+_NOT_TRAINED = frozenset({"device", "threads", "data_dir", "wandb_mode", "wandb_project",
                           "wandb_group", "tags"})
 _TEXT_DATASETS = ("stdlib-text", "tinyshakespeare", "wikitext2", "wikitext103")
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -26,8 +27,10 @@ CONTRACT_FIELDS = (
 LM_FIELDS = ("val_ppl", "test_ppl")
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the checkout the suite runs from, when there is one."""
+    """The commit of the checkout the suite runs from, when there is one. Read once per process:
+    a long-lived worker runs the code it imported, even if the checkout moves on meanwhile."""
     root = Path(suite.__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,

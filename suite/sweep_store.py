@@ -130,8 +130,10 @@ def queue_lock(url: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def slot_key(cell: str, repeat: int) -> str:
-    return f"{cell}#{repeat}"
+def slot_key(cell: str, repeat: int, fingerprint: str) -> str:
+    """One run of the study: the cell (its grid values), which repeat, and the fingerprint of
+    its whole RunConfig, so a changed ``fixed`` value makes a new slot rather than a stale hit."""
+    return f"{cell}#{repeat}@{fingerprint}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -193,7 +195,7 @@ def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
     for index, config in enumerate(spec.cells):
         cell = spec.key(config)
         for repeat in range(spec.trials_per_cell):
-            key = slot_key(cell, repeat)
+            key = slot_key(cell, repeat, config.fingerprint())
             trials = by_slot.get(key, [])
             states = {t.state for t in trials}
             if states & {TrialState.COMPLETE, TrialState.PRUNED}:

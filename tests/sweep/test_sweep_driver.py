@@ -159,3 +159,14 @@ def test_killed_worker_then_rerun_completes_every_cell_once(tmp_path, write_spec
     assert all(states[n] == TrialState.COMPLETE for n in kept)  # nothing finished was lost
     lost = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(lost) == 1 and lost[0].user_attrs["failure"] == "lost"
+
+
+def test_editing_a_fixed_value_queues_new_runs_and_keeps_the_old(tmp_path, write_spec):
+    raw = {"study": "edit", "fixed": FIXED, "grid": {"model": ["fc"], "precision": ["fp32", 1]}}
+    runs = tmp_path / "runs"
+    run_sweep(load_spec(write_spec(raw)), runs_root=runs)
+    raw["fixed"] = {**FIXED, "epochs": 2}
+    summary = run_sweep(load_spec(write_spec(raw)), runs_root=runs)
+    trials = load(runs, "edit").trials
+    assert sorted(t.user_attrs["config"]["epochs"] for t in trials) == [1, 1, 2, 2]
+    assert all(t.state == TrialState.COMPLETE for t in trials) and summary["complete"] == 4
