@@ -33,6 +33,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from suite.config import RunConfig
 from suite.sweep_spec import SweepSpec
 
 HEARTBEAT_SECONDS = 10.0
@@ -158,6 +159,15 @@ def _is_lost(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> bool:
     return now - float(beat) > grace
 
 
+def _legacy_slot(slot: str, config: Any) -> str:
+    """A trial queued before slots carried fingerprints: fingerprint the config it stored (for an
+    untuned study, the same as its cell's)."""
+    try:
+        return f"{slot}@{RunConfig.from_dict(config).fingerprint()}"
+    except (ValueError, TypeError):
+        return slot
+
+
 @dataclass
 class QueueState:
     slots: int
@@ -189,6 +199,8 @@ def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
             lost += 1
             t = storage.get_trial(t._trial_id)  # noqa: SLF001
         slot = t.user_attrs.get("slot")
+        if slot and "@" not in slot and not spec.tune:
+            slot = _legacy_slot(slot, t.user_attrs.get("config"))
         if slot:
             by_slot[slot].append(t)
     done = pending = enqueued = dead = 0
