@@ -170,3 +170,35 @@ def test_editing_a_fixed_value_queues_new_runs_and_keeps_the_old(tmp_path, write
     trials = load(runs, "edit").trials
     assert sorted(t.user_attrs["config"]["epochs"] for t in trials) == [1, 1, 2, 2]
     assert all(t.state == TrialState.COMPLETE for t in trials) and summary["complete"] == 4
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, write_spec):
+    spec = write_spec({
+        "study": "ctrlc", "fixed": {**FIXED, "epochs": 4, "width": 1.0},
+        "grid": {"model": ["cnn"], "precision": ["fp32", 1, "bnn"], "seed": [0]},
+    })
+    runs = tmp_path / "runs"
+    env = {**os.environ, "CI": "true", "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(_sweep_cmd(spec, runs), cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = runs / "ctrlc" / "optuna.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if journal.exists() and any(t.state == TrialState.RUNNING
+                                    for t in load(runs, "ctrlc").trials):
+            break
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the fit
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the whole group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "resume" in err and json.loads(out.strip().splitlines()[-1])["interrupted"] is True
+    stopped = [t for t in load(runs, "ctrlc").trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 1 and stopped[0].user_attrs["failure"] == "interrupted"
+
+    rerun = subprocess.run(_sweep_cmd(spec, runs), cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    per_slot = complete_per_slot(load(runs, "ctrlc"))
+    assert len(per_slot) == 3 and set(per_slot.values()) == {1}
