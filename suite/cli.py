@@ -125,8 +125,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         argv += ["--storage", args.storage] if args.storage else []
         argv += ["--out", args.out] if args.out != "reports" else []
         argv += ["--runs", args.runs] if args.runs != "runs" else []
+        argv += ["--formats", args.formats] if args.formats else []
     path = report_command(args.target, storage=args.storage, out_root=Path(args.out),
-                          runs_root=Path(args.runs), argv=argv)
+                          runs_root=Path(args.runs), argv=argv, formats=args.formats)
     print(f"wrote {path}")
     return 0
 
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None)
     p.add_argument("--out", default="reports", help="reports root (default reports/)")
     p.add_argument("--runs", default="runs")
+    p.add_argument("--formats", default=None,
+                   help="figure formats, comma-separated (default pdf,svg,png)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("pack", help="store a run's quantised weights at their real bit size")

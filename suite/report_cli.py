@@ -28,10 +28,13 @@ def report_command(
     out_root: Path,
     runs_root: Path,
     argv: list[str],
+    formats: str | None = None,
 ) -> Path:
     """Build the report of ``target`` (a sweep file or a study name) and return report.md."""
     from suite.report import build_report, load_study
+    from suite.report.style import FORMATS, parse_formats
 
+    chosen = parse_formats(formats) if formats else FORMATS  # bad list: exit 2 before any work
     spec = None
     spec_yaml = None
     if _looks_like_spec(target):
@@ -61,7 +64,7 @@ def report_command(
         frames.spec = spec.raw
     out_dir = Path(out_root) / study
     return build_report(frames, out_dir, study=study, command=format_command(argv),
-                        cwd=os.getcwd())
+                        cwd=os.getcwd(), formats=chosen)
 
 
 def _looks_like_spec(target: str) -> bool:

@@ -56,12 +56,14 @@ def build_report(
     command: str | None = None,
     workers: int | None = None,
     cwd: str | None = None,
+    formats: tuple[str, ...] = style.FORMATS,
 ) -> Path:
     """Write the report of ``frames`` into ``out_dir`` and return the path of report.md.
 
     ``command``: the command line that built it, ``cwd``: where it ran (relative paths in the
     command resolve there); both go to report.md. ``workers``: processes drawing figures
-    (default: ``default_workers()``).
+    (default: ``default_workers()``). ``formats``: which of PDF, SVG and PNG to write for each
+    figure (report.md shows the PNG when there is one and links what was written).
     """
     out_dir = Path(out_dir)
     for sub in ("figures", "tables"):
@@ -70,8 +72,8 @@ def build_report(
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     spec = spec if spec is not None else frames.spec
     data = prepare(frames)
-    job = _FigureJob(data, out_dir / "figures", workers if workers is not None else
-                     default_workers())
+    job = _FigureJob(data, out_dir / "figures", formats,
+                     workers if workers is not None else default_workers())
     frames.results.to_csv(out_dir / "results.csv", index=False)
     frames.curves.to_csv(out_dir / "curves.csv", index=False)
     notes: list[str] = []
@@ -93,7 +95,7 @@ def build_report(
             notes.append(f"claim {c.id} ({c.claim}): inconclusive, {c.reason}")
 
     md = _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables, claims,
-                    notes)
+                    notes, formats)
     path = out_dir / "report.md"
     path.write_text(md)
     return path
@@ -111,19 +113,19 @@ class _Drawn:
     caption: str
 
 
-_JOB: tuple[ReportData, Path] | None = None  # inherited by forked workers, never pickled
+_JOB: tuple[ReportData, Path, tuple[str, ...]] | None = None  # inherited by forked workers, never pickled
 
 
 def _draw_one(index: int) -> tuple[_Drawn | None, list[str]]:
     assert _JOB is not None
-    data, fig_dir = _JOB
+    data, fig_dir, formats = _JOB
     notes: list[str] = []
     with style.paper_style():
         out = _attempt(FIGURES[index], data, notes)
         if out is None:
             return None, notes
         try:
-            style.save_figure(out.fig, fig_dir / out.name)
+            style.save_figure(out.fig, fig_dir / out.name, formats)
         except Exception as exc:  # e.g. a full disk: say so in report.md, drop partial files
             for path in fig_dir.glob(f"{out.name}.*"):
                 path.unlink()
@@ -150,9 +152,10 @@ class _FigureJob:
     """Draws every figure, in forked workers while the caller writes CSVs and tables, or in
     this process when there is one worker or no fork (macOS, Windows)."""
 
-    def __init__(self, data: ReportData, fig_dir: Path, workers: int):
+    def __init__(self, data: ReportData, fig_dir: Path, formats: tuple[str, ...],
+                 workers: int):
         global _JOB
-        _JOB = (data, fig_dir)
+        _JOB = (data, fig_dir, formats)
         names = [f.__name__ for f in FIGURES]
         rank = {n: i for i, n in enumerate(_COST_ORDER)}
         self.order = sorted(range(len(FIGURES)), key=lambda i: rank.get(names[i], len(rank)))
@@ -299,7 +302,7 @@ def _spec_text(frames: StudyFrames, spec: dict | None) -> str | None:
 
 
 def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables, claims,
-               notes) -> str:
+               notes, formats) -> str:
     res = frames.results
     counts = res["status"].value_counts().to_dict() if len(res) else {}
     count_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
@@ -339,13 +342,12 @@ def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables
     if not figures:
         lines.append("No figure could be drawn (see above).")
     for f in figures:
-        lines += [
-            f"### {f.title}", "",
-            f"![{f.title}](figures/{f.name}.png)", "",
-            f.caption, "",
-            f"Files: [PDF](figures/{f.name}.pdf) · [SVG](figures/{f.name}.svg) · "
-            f"[PNG](figures/{f.name}.png)", "",
-        ]
+        shown = "png" if "png" in formats else "svg" if "svg" in formats else None
+        lines += [f"### {f.title}", ""]
+        lines += [f"![{f.title}](figures/{f.name}.{shown})", ""] if shown else []
+        lines += [f.caption, "", "Files: " + " · ".join(
+            f"[{fmt.upper()}](figures/{f.name}.{fmt})" for fmt in style.FORMATS
+            if fmt in formats), ""]
     lines += ["## Tables", ""]
     for t in tables:
         if t.name == "claims":

@@ -24,6 +24,17 @@ DPI = 300
 FORMATS = ("pdf", "svg", "png")
 FORMATS_IN_SAVE_ORDER = ("png", "pdf", "svg")
 
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"png,pdf"`` -> ("png", "pdf"); an unknown or empty list names the ones there are."""
+    chosen = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in text.split(",")
+                                 if f.strip()))
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad or not chosen:
+        raise ValueError(f"figure formats {text!r}: choose one or more of "
+                         f"{', '.join(FORMATS)}, comma-separated (e.g. --formats png,pdf)")
+    return chosen
+
 PRECISION_COLORS: dict[str, str] = {
     "1": "#332288",     # indigo      k = 1, no zero
     "1.58": "#88CCEE",  # cyan        k = 1, zero
@@ -125,10 +136,10 @@ def figure_width(n_panels: int) -> float:
     return SINGLE_COLUMN_IN if n_panels <= 1 else DOUBLE_COLUMN_IN
 
 
-def save_figure(fig: Figure, stem: Path) -> list[Path]:
+def save_figure(fig: Figure, stem: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in FORMATS_IN_SAVE_ORDER:
+    for fmt in (f for f in FORMATS_IN_SAVE_ORDER if f in formats):
         path = stem.with_suffix(f".{fmt}")
         fig.savefig(path, dpi=DPI, metadata=_metadata(fmt))
         # The first save ran constrained layout; freeze it so the other formats skip the

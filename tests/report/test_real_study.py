@@ -364,3 +364,24 @@ def test_study_name_finds_default_storage(real, tmp_path):
     code = main(["report", "realsmall", "--runs", str(real["runs"]), "--out", str(tmp_path)])
     assert code == 0
     assert pd.read_csv(tmp_path / "realsmall" / "results.csv").shape[0] == 40
+
+
+def test_formats_writes_only_those_and_report_md_links_only_them(real, tmp_path):
+    code = main(["report", "realsmall", "--runs", str(real["runs"]), "--out", str(tmp_path),
+                 "--formats", "png,pdf"])
+    assert code == 0
+    out = tmp_path / "realsmall"
+    assert {p.suffix for p in (out / "figures").iterdir()} == {".png", ".pdf"}
+    md = (out / "report.md").read_text()
+    assert "--formats png,pdf" in md  # the recorded command rebuilds the same files
+    assert ".svg" not in md and "](figures/accuracy_vs_bits.pdf)" in md
+    # Same storage, same tables: the rebuilt report matches the full one.
+    for name in ("summary.md", "claims.csv"):
+        assert (out / "tables" / name).read_text() == (real["out"] / "tables" / name).read_text()
+
+
+def test_unknown_format_is_refused_before_writing(real, tmp_path, capsys):
+    code = main(["report", "realsmall", "--runs", str(real["runs"]), "--out", str(tmp_path),
+                 "--formats", "png,jpeg"])
+    assert code == 2
+    assert "'png,jpeg'" in capsys.readouterr().err and not (tmp_path / "realsmall").exists()
