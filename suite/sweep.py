@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -240,7 +241,7 @@ class Progress:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             self._done += 1
         what = " ".join(str(cfg.get(a)) if a in ("model", "precision") else f"{a}={cfg.get(a)}"
-                        for a in self._axes)
+                        for a in self._axes if a in _ALWAYS_SHOWN or _told_apart(a, cfg.get(a)))
         if t.state == TrialState.COMPLETE:
             acc = result.get("val_acc")
             outcome = "diverged" if result.get("diverged") else (
@@ -262,6 +263,21 @@ class Progress:
         self.poll()
         if self._bar is not None:
             self._bar.close()
+
+
+_ALWAYS_SHOWN = ("model", "precision", "seed")
+
+
+def _told_apart(field_name: str, value: object) -> bool:
+    """Whether a varying field is worth naming for this trial: an axis of another grid (an LM's
+    block_size on an image run, an unset subset) sits at its default and says nothing."""
+    default = _RUNCONFIG_DEFAULTS.get(field_name, _MISSING)
+    return value is not None and value != default
+
+
+_MISSING = object()
+_RUNCONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)
+                       if f.default is not dataclasses.MISSING}
 
 
 def _default_threads(workers: int) -> int | None:

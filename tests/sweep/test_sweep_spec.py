@@ -83,3 +83,28 @@ def test_missing_file_is_a_clear_error(tmp_path: Path):
 def test_shipped_sweep_files_are_valid(path: Path):
     spec = load_spec(path)
     assert spec.cells and spec.study == path.stem
+
+
+def test_progress_names_a_trial_by_what_tells_it_apart(capsys):
+    """A trial of the image grid is not labelled with the LM grid's block_size or an unset subset."""
+    import optuna
+
+    from suite.config import RunConfig
+    from suite.sweep import Progress
+
+    spec = load_spec("sweeps/default.yaml")
+    study = optuna.create_study(direction="maximize")
+    progress = Progress(study, total=2, already=0, axes=spec.axes)
+    image = RunConfig.from_dict({"model": "cnn", "precision": "2.32", "epochs": 24, "seed": 1})
+    lm = RunConfig.from_dict({"model": "lm", "dataset": "stdlib-text", "subset": 1024,
+                              "block_size": 32, "precision": "fp32", "seed": 0})
+    for config, acc in ((image, 0.9), (lm, 0.3)):
+        study.add_trial(optuna.trial.create_trial(
+            value=acc, user_attrs={"config": config.to_dict(),
+                                   "result": {"val_acc": acc, "fit_seconds": 1.0}}))
+    progress.close()
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[") and
+             "trial" in ln and not ln.startswith("[I ")]
+    assert lines[0] == "[1/2] trial 0 cnn 2.32 epochs=24 seed=1: val_acc=0.900 (1.0 s)"
+    assert "block_size=32" in lines[1] and "subset=1024" in lines[1] and "lm fp32" in lines[1]
+    assert "subset" not in lines[0] and "block_size" not in lines[0] and "width" not in lines[0]
