@@ -159,9 +159,12 @@ def _is_lost(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> bool:
     return now - float(beat) > grace
 
 
-def _legacy_slot(slot: str, config: Any) -> str:
-    """A trial queued before slots carried fingerprints: fingerprint the config it stored (for an
-    untuned study, the same as its cell's)."""
+def canonical_slot(slot: str, config: Any) -> str:
+    """The slot key of a trial as this version writes it. A trial queued before slots carried
+    fingerprints gets the fingerprint of the config it stored (for an untuned study, the same as
+    its cell's), so its retry under the new key is recognised as the same slot."""
+    if "@" in slot:
+        return slot
     try:
         return f"{slot}@{RunConfig.from_dict(config).fingerprint()}"
     except (ValueError, TypeError):
@@ -200,7 +203,7 @@ def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
             t = storage.get_trial(t._trial_id)  # noqa: SLF001
         slot = t.user_attrs.get("slot")
         if slot and "@" not in slot and not spec.tune:
-            slot = _legacy_slot(slot, t.user_attrs.get("config"))
+            slot = canonical_slot(slot, t.user_attrs.get("config"))
         if slot:
             by_slot[slot].append(t)
     done = pending = enqueued = dead = 0

@@ -62,6 +62,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from suite.sweep_store import canonical_slot
+
 # --- precision labels ------------------------------------------------------------------------
 
 # Local copy of the label table so the report does not depend on suite.quant (and can read old
@@ -292,6 +294,8 @@ def frames_from_records(
         for key in _QUEUE_ATTRS:
             if rec.get(key) is not None:
                 row[key] = rec[key]
+        if row.get("slot"):  # a slot queued by an older version: the key its retry carries
+            row["slot"] = canonical_slot(str(row["slot"]), config)
         rows.append(row)
         curves = rec.get("curves")
         if isinstance(curves, pd.DataFrame):

@@ -156,6 +156,27 @@ def test_retried_attempts_and_queue_attrs():
     assert list(table["status"]) == ["retried", "failed"]  # waiting ones only counted
 
 
+def test_a_slot_queued_before_fingerprints_is_retried_under_its_new_key():
+    """A study begun by an older version keyed slots without the config fingerprint; a worker
+    lost there and finished by the new version is the same slot, so it reads as retried."""
+    from suite.config import RunConfig
+
+    cfg = RunConfig.from_dict({"model": "vit", "precision": "fp32", "seed": 1}).to_dict()
+    other = {**cfg, "epochs": cfg["epochs"] + 1}  # a changed fixed value: a different slot
+    fp = RunConfig.from_dict(cfg).fingerprint()
+    records = [
+        {"run_id": "old", "trial": 0, "state": "FAIL", "error": "worker lost", "config": cfg,
+         "slot": "v#0", "failure": "lost"},
+        {"run_id": "new", "trial": 1, "state": "COMPLETE", "config": cfg, "slot": f"v#0@{fp}",
+         "result": {"test_acc": 0.8}},
+        {"run_id": "stale", "trial": 2, "state": "FAIL", "error": "worker lost", "config": other,
+         "slot": "v#0", "failure": "lost"},
+    ]
+    r = frames_from_records(records).results.set_index("run_id")
+    assert r["status"].to_dict() == {"old": "retried", "new": "ok", "stale": "failed"}
+    assert r.loc["old", "slot"] == f"v#0@{fp}"
+
+
 def test_headline_slice_keeps_the_full_resolution_grid():
     """The default study's shape: every resolution at width 1, a width sweep (0.25, 2.5) at
     four resolutions. The headline setting is width 1, not the largest width."""
