@@ -43,6 +43,7 @@ from suite.sweep_store import (
     describe,
     open_storage,
     queue_lock,
+    slot_identity,
     storage_url,
     sync_queue,
     worst_value,
@@ -291,7 +292,8 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     outcome: dict[str, str] = {}
     rank = {"failed": 0, "pruned": 1, "diverged": 2, "complete": 2}
     for t in study.get_trials(deepcopy=False):
-        slot = t.user_attrs.get("slot") or f"trial-{t.number}"
+        slot = t.user_attrs.get("slot")
+        slot = slot_identity(slot, t.user_attrs.get("config")) if slot else f"trial-{t.number}"
         if t.state == TrialState.COMPLETE:
             state = "diverged" if t.user_attrs.get("diverged") else "complete"
         elif t.state == TrialState.PRUNED:

@@ -159,16 +159,26 @@ def _is_lost(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> bool:
     return now - float(beat) > grace
 
 
-def canonical_slot(slot: str, config: Any) -> str:
-    """The slot key of a trial as this version writes it. A trial queued before slots carried
-    fingerprints gets the fingerprint of the config it stored (for an untuned study, the same as
-    its cell's), so its retry under the new key is recognised as the same slot."""
-    if "@" in slot:
-        return slot
-    try:
-        return f"{slot}@{RunConfig.from_dict(config).fingerprint()}"
-    except (ValueError, TypeError):
-        return slot
+def slot_identity(slot: str, config: Any = None) -> str:
+    """What makes two trials the same run: the fingerprint of their cell's RunConfig and the
+    repeat, written ``<fingerprint>#<repeat>``. The readable cell part of a slot key is left out
+    because it names only the fields that vary in the spec, so adding a grid with a new axis
+    would otherwise rename every cell. A slot queued before slots carried fingerprints gets the
+    fingerprint of the config it stored (for an untuned study, the same as its cell's)."""
+    head, at, fingerprint = slot.rpartition("@")
+    if not at:
+        head = slot
+        try:
+            fingerprint = RunConfig.from_dict(config).fingerprint()
+        except (ValueError, TypeError):
+            return slot
+    return f"{fingerprint}#{head.rpartition('#')[2]}"
+
+
+def cell_identity(user_attrs: dict[str, Any]) -> Any:
+    """The cell a trial belongs to (its fingerprint), for tuning and pruning within a cell."""
+    slot = user_attrs.get("slot") or ""
+    return slot.rpartition("@")[2] if "@" in slot else user_attrs.get("cell")
 
 
 @dataclass
@@ -202,16 +212,14 @@ def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
             lost += 1
             t = storage.get_trial(t._trial_id)  # noqa: SLF001
         slot = t.user_attrs.get("slot")
-        if slot and "@" not in slot and not spec.tune:
-            slot = canonical_slot(slot, t.user_attrs.get("config"))
-        if slot:
-            by_slot[slot].append(t)
+        if slot and ("@" in slot or not spec.tune):  # a tuned trial's config is not its cell's
+            by_slot[slot_identity(slot, t.user_attrs.get("config"))].append(t)
     done = pending = enqueued = dead = 0
     for index, config in enumerate(spec.cells):
         cell = spec.key(config)
         for repeat in range(spec.trials_per_cell):
             key = slot_key(cell, repeat, config.fingerprint())
-            trials = by_slot.get(key, [])
+            trials = by_slot.get(slot_identity(key), [])
             states = {t.state for t in trials}
             if states & {TrialState.COMPLETE, TrialState.PRUNED}:
                 done += 1

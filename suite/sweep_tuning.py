@@ -16,6 +16,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from suite.sweep_spec import TuneParam
+from suite.sweep_store import cell_identity
 
 
 def suggest(trial: optuna.Trial, param: TuneParam) -> Any:
@@ -28,9 +29,9 @@ def suggest(trial: optuna.Trial, param: TuneParam) -> Any:
 
 def _same_cell(study: optuna.Study, trial: FrozenTrial,
                states: tuple[TrialState, ...]) -> list[FrozenTrial]:
-    cell = trial.user_attrs.get("cell")
+    cell = cell_identity(trial.user_attrs)
     return [t for t in study.get_trials(deepcopy=False, states=states)
-            if t.user_attrs.get("cell") == cell and t.number != trial.number]
+            if cell_identity(t.user_attrs) == cell and t.number != trial.number]
 
 
 def _quiet_study(**kwargs: Any) -> optuna.Study:

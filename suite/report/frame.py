@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from suite.sweep_store import canonical_slot
+from suite.sweep_store import slot_identity
 
 # --- precision labels ------------------------------------------------------------------------
 
@@ -274,6 +274,7 @@ def frames_from_records(
     config_keys: set[str] = set()
     curve_rows: list[dict[str, Any]] = []
     curve_frames: list[pd.DataFrame] = []
+    slots: list[str | None] = []  # what makes two trials the same run (sweep_store.slot_identity)
     for rec in records:
         result = rec.get("result") or {}
         config = rec.get("config") or {}
@@ -294,16 +295,15 @@ def frames_from_records(
         for key in _QUEUE_ATTRS:
             if rec.get(key) is not None:
                 row[key] = rec[key]
-        if row.get("slot"):  # a slot queued by an older version: the key its retry carries
-            row["slot"] = canonical_slot(str(row["slot"]), config)
         rows.append(row)
+        slots.append(slot_identity(str(row["slot"]), config) if row.get("slot") else None)
         curves = rec.get("curves")
         if isinstance(curves, pd.DataFrame):
             if len(curves):
                 curve_frames.append(curves.assign(run_id=row["run_id"]))
         elif curves:
             curve_rows.extend({**c, "run_id": row["run_id"]} for c in curves)
-    _mark_retried(rows)
+    _mark_retried(rows, slots)
     results = _tidy_results(pd.DataFrame(rows))
     if curve_rows:
         curve_frames.append(pd.DataFrame(curve_rows))
@@ -315,12 +315,12 @@ def frames_from_records(
 _QUEUE_ATTRS = ("slot", "attempt", "failure")  # the sweep driver's per-trial bookkeeping
 
 
-def _mark_retried(rows: list[dict[str, Any]]) -> None:
+def _mark_retried(rows: list[dict[str, Any]], slots: list[str | None]) -> None:
     """A failed attempt whose slot a later trial finished is history, not a missing run."""
-    finished = {r["slot"] for r in rows
-                if r.get("slot") and r["status"] in ("ok", "diverged", "pruned")}
-    for r in rows:
-        if r["status"] == "failed" and r.get("slot") in finished:
+    finished = {s for r, s in zip(rows, slots, strict=True)
+                if s and r["status"] in ("ok", "diverged", "pruned")}
+    for r, s in zip(rows, slots, strict=True):
+        if r["status"] == "failed" and s in finished:
             r["status"] = "retried"
 
 

@@ -172,6 +172,19 @@ def test_editing_a_fixed_value_queues_new_runs_and_keeps_the_old(tmp_path, write
     assert all(t.state == TrialState.COMPLETE for t in trials) and summary["complete"] == 4
 
 
+def test_adding_a_grid_with_a_new_axis_keeps_every_finished_cell(tmp_path, write_spec):
+    """A second grid that varies a field the first did not (here conv_norm) renames every cell's
+    readable key; the finished runs must still count, and only the new cells run."""
+    raw = {"study": "grow", "fixed": FIXED, "grid": [{"model": ["fc"], "precision": ["fp32", 1]}]}
+    runs = tmp_path / "runs"
+    run_sweep(load_spec(write_spec(raw)), runs_root=runs)
+    raw["grid"].append({"model": ["cnn"], "precision": ["bnn"], "conv_norm": ["c"]})
+    summary = run_sweep(load_spec(write_spec(raw)), runs_root=runs)
+    trials = load(runs, "grow").trials
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert summary["trials"] == 3 and summary["complete"] == 3
+
+
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, write_spec):
     spec = write_spec({
         "study": "ctrlc", "fixed": {**FIXED, "epochs": 4, "width": 1.0},
