@@ -187,7 +187,9 @@ def test_adding_a_grid_with_a_new_axis_keeps_every_finished_cell(tmp_path, write
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, write_spec):
     spec = write_spec({
-        "study": "ctrlc", "fixed": {**FIXED, "epochs": 4, "width": 1.0},
+        # Trials of a few seconds: the Ctrl-C must land inside one, not after the last (a
+        # signal during interpreter shutdown ends the process with -SIGINT, nothing lost).
+        "study": "ctrlc", "fixed": {**FIXED, "epochs": 40, "width": 1.0},
         "grid": {"model": ["cnn"], "precision": ["fp32", 1, "bnn"], "seed": [0]},
     })
     runs = tmp_path / "runs"
