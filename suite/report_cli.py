@@ -37,14 +37,18 @@ def report_command(
     chosen = parse_formats(formats) if formats else FORMATS  # bad list: exit 2 before any work
     spec = None
     spec_yaml = None
+    sweep_command = None
     if _looks_like_spec(target):
         from suite.sweep_spec import load_spec
 
         spec = load_spec(target)  # SpecError is a ValueError: bad file -> exit 2
         study = spec.study
+        given = (("--storage", _redact(storage) if storage else None),
+                 ("--runs", None if Path(runs_root) == Path("runs") else str(runs_root)))
         storage = storage or spec.default_storage(Path(runs_root))
         spec_yaml = Path(target).read_text()
         make = f"bitsweep sweep {target}"
+        sweep_command = make + "".join(f" {flag} {shlex.quote(v)}" for flag, v in given if v)
     else:
         study = target
         make = "bitsweep sweep sweeps/<study>.yaml"
@@ -64,7 +68,7 @@ def report_command(
         frames.spec = spec.raw
     out_dir = Path(out_root) / study
     return build_report(frames, out_dir, study=study, command=format_command(argv),
-                        cwd=os.getcwd(), formats=chosen)
+                        cwd=os.getcwd(), formats=chosen, sweep_command=sweep_command)
 
 
 def _looks_like_spec(target: str) -> bool:

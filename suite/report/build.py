@@ -57,6 +57,7 @@ def build_report(
     workers: int | None = None,
     cwd: str | None = None,
     formats: tuple[str, ...] = style.FORMATS,
+    sweep_command: str | None = None,
 ) -> Path:
     """Write the report of ``frames`` into ``out_dir`` and return the path of report.md.
 
@@ -64,6 +65,7 @@ def build_report(
     command resolve there); both go to report.md. ``workers``: processes drawing figures
     (default: ``default_workers()``). ``formats``: which of PDF, SVG and PNG to write for each
     figure (report.md shows the PNG when there is one and links what was written).
+    ``sweep_command``: the command that made (and resumes) the runs, when known.
     """
     out_dir = Path(out_dir)
     for sub in ("figures", "tables"):
@@ -95,7 +97,7 @@ def build_report(
             notes.append(f"claim {c.id} ({c.claim}): inconclusive, {c.reason}")
 
     md = _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables, claims,
-                    notes, formats)
+                    notes, formats, sweep_command)
     path = out_dir / "report.md"
     path.write_text(md)
     return path
@@ -302,7 +304,7 @@ def _spec_text(frames: StudyFrames, spec: dict | None) -> str | None:
 
 
 def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables, claims,
-               notes, formats) -> str:
+               notes, formats, sweep_command) -> str:
     res = frames.results
     counts = res["status"].value_counts().to_dict() if len(res) else {}
     count_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
@@ -317,6 +319,8 @@ def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables
         "## Provenance",
         "",
         f"- source: {frames.source or 'not recorded'}",
+        *([f"- runs made by: `{sweep_command}` (the same command resumes the study; then "
+           f"`{command}` rebuilds this report)"] if sweep_command and command else []),
         f"- runs: {len(res)} ({count_text}); accuracy used: "
         f"`{data.acc_col or 'none'}`, shown in percent points",
         f"- run code commit(s): {_distinct(res, 'git_commit')}; bitsweep version(s): "

@@ -285,6 +285,8 @@ def test_report_md_records_command_commit_spec_and_rules(real):
     cmd = (f"bitsweep report {real['sweeps'] / 'realsmall.yaml'} --out {real['root'] / 'reports'}"
            f" --runs {real['runs']}")
     assert cmd in md
+    assert f"runs made by: `bitsweep sweep {real['sweeps'] / 'realsmall.yaml'} --runs " \
+           f"{real['runs']}`" in md  # the command that resumes the study
     assert re.search(r"report built from commit: `[0-9a-f]{40}`", md)
     assert "precision: [fp32, 1, 2, 2.32, bnn]" in md  # the spec as stored with the study
     assert "## How the verdicts are decided" in md
