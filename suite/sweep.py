@@ -21,6 +21,7 @@ import dataclasses
 import math
 import multiprocessing as mp
 import os
+import signal
 import socket
 import sys
 import threading
@@ -161,6 +162,25 @@ def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
     return "diverged" if result.get("diverged") else "complete"
 
 
+# Set by Ctrl-C. Python raises KeyboardInterrupt at the next bytecode, but one that lands inside a
+# finaliser, a weakref callback or a library's blanket except is swallowed; the flag still stops
+# the sweep after the trial at hand instead of letting it run the whole queue.
+_INTERRUPTED = threading.Event()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _INTERRUPTED.set()
+    signal.default_int_handler(signum, frame)
+
+
+def _catch_ctrl_c() -> Any:
+    """Install the Ctrl-C handler; returns the one it replaced (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _INTERRUPTED.clear()
+    return signal.signal(signal.SIGINT, _on_sigint)
+
+
 def _others_running(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
@@ -176,6 +196,8 @@ def work(plan: WorkerPlan, counter: Any = None, parent: int | None = None) -> in
     study = open_study(plan.spec, plan.url)
     ran = 0
     while True:
+        if _INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         if parent is not None and os.getppid() != parent:
             break  # the sweep command was killed: do not go on alone
         if plan.limit is not None and counter is not None:
@@ -202,6 +224,7 @@ def work(plan: WorkerPlan, counter: Any = None, parent: int | None = None) -> in
 
 
 def _worker_entry(plan: WorkerPlan, counter: Any, parent: int) -> None:
+    _catch_ctrl_c()
     try:
         work(plan, counter, parent)
     except KeyboardInterrupt:
@@ -338,6 +361,7 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
                       threads=threads or _default_threads(workers), limit=n_trials, grace=grace)
     progress = Progress(study, state.slots, state.done, spec.axes)
     interrupted = False
+    previous_handler = _catch_ctrl_c()
     ctx = mp.get_context("spawn")
     counter = ctx.Value("i", 0)
     try:
@@ -364,6 +388,8 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
                 p.start()
             try:
                 while any(p.is_alive() for p in procs):
+                    if _INTERRUPTED.is_set():
+                        raise KeyboardInterrupt
                     progress.poll()
                     for p in procs:
                         p.join(timeout=_POLL_SECONDS / len(procs))
@@ -382,6 +408,8 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         progress.close()
     summary: dict[str, Any] = {"study": spec.study, "storage": describe(url),
                                "runs": str(Path(runs_root) / spec.study), "trials": state.slots,

@@ -199,15 +199,19 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, write_spec)
     journal = runs / "ctrlc" / "optuna.journal"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if journal.exists() and any(t.state == TrialState.RUNNING
-                                    for t in load(runs, "ctrlc").trials):
+        running = [t for t in load(runs, "ctrlc").trials
+                   if t.state == TrialState.RUNNING] if journal.exists() else []
+        # model.json is written once imports and data are done: from there the fit begins.
+        if running and (Path(running[0].user_attrs.get("run_dir", "")) / "model.json").exists():
             break
         assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.2)
-    time.sleep(1.0)  # inside the fit
+        time.sleep(0.1)
+    time.sleep(0.5)  # inside the fit
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the whole group
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    # 130 from the CLI; now and then CPython itself ends the process by SIGINT after main()
+    # returned 130 (seen without a traceback): a shell shows both as $? = 130.
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert "resume" in err and json.loads(out.strip().splitlines()[-1])["interrupted"] is True
     stopped = [t for t in load(runs, "ctrlc").trials if t.state == TrialState.FAIL]
     assert len(stopped) == 1 and stopped[0].user_attrs["failure"] == "interrupted"
