@@ -122,6 +122,15 @@ def _sweep_cmd(spec: Path, runs: Path) -> list[str]:
     return [sys.executable, "-m", "suite", "sweep", str(spec), "--runs", str(runs)]
 
 
+def _script_cmd(spec: Path, runs: Path) -> list[str]:
+    """The installed `bitsweep` script, as a user runs it. (Under `python -m suite`, CPython's
+    runpy path now and then ends the process with -SIGINT after main() returned 130: a shell
+    shows that as 130 too, but Popen does not.)"""
+    script = Path(sys.executable).with_name("bitsweep")
+    assert script.exists(), f"{script}: the package is not installed in this environment"
+    return [str(script), "sweep", str(spec), "--runs", str(runs)]
+
+
 def test_killed_worker_then_rerun_completes_every_cell_once(tmp_path, write_spec):
     spec = write_spec({
         "study": "killed", "fixed": {**FIXED, "epochs": 4, "width": 1.0},
@@ -129,13 +138,7 @@ def test_killed_worker_then_rerun_completes_every_cell_once(tmp_path, write_spec
     })
     runs = tmp_path / "runs"
     env = {**os.environ, "CI": "true", "WANDB_MODE": "disabled"}
-    # The installed `bitsweep` script, as a user runs it. (Under `python -m suite`, CPython's
-    # runpy path now and then ends the process with -SIGINT after main() returned 130: a shell
-    # shows that as 130 too, but Popen does not.)
-    script = Path(sys.executable).with_name("bitsweep")
-    assert script.exists(), f"{script}: the package is not installed in this environment"
-    cmd = [str(script), *_sweep_cmd(spec, runs)[3:]]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+    proc = subprocess.Popen(_script_cmd(spec, runs), cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = runs / "killed" / "optuna.journal"
     deadline = time.time() + 120
@@ -201,13 +204,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, write_spec)
     })
     runs = tmp_path / "runs"
     env = {**os.environ, "CI": "true", "WANDB_MODE": "disabled"}
-    # The installed `bitsweep` script, as a user runs it. (Under `python -m suite`, CPython's
-    # runpy path now and then ends the process with -SIGINT after main() returned 130: a shell
-    # shows that as 130 too, but Popen does not.)
-    script = Path(sys.executable).with_name("bitsweep")
-    assert script.exists(), f"{script}: the package is not installed in this environment"
-    cmd = [str(script), *_sweep_cmd(spec, runs)[3:]]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+    proc = subprocess.Popen(_script_cmd(spec, runs), cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = runs / "ctrlc" / "optuna.journal"
     deadline = time.time() + 120
