@@ -36,6 +36,7 @@ import yaml
 from optuna.trial import TrialState
 
 from suite.config import RunConfig
+from suite.sweep_slots import slot_identity
 from suite.sweep_spec import SweepSpec
 from suite.sweep_store import (
     GRACE_SECONDS,
@@ -44,7 +45,6 @@ from suite.sweep_store import (
     describe,
     open_storage,
     queue_lock,
-    slot_identity,
     storage_url,
     sync_queue,
     worst_value,

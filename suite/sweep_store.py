@@ -33,7 +33,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from suite.config import RunConfig
+from suite.sweep_slots import slot_identity, slot_key
 from suite.sweep_spec import SweepSpec
 
 HEARTBEAT_SECONDS = 10.0
@@ -131,12 +131,6 @@ def queue_lock(url: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def slot_key(cell: str, repeat: int, fingerprint: str) -> str:
-    """One run of the study: the cell (its grid values), which repeat, and the fingerprint of
-    its whole RunConfig, so a changed ``fixed`` value makes a new slot rather than a stale hit."""
-    return f"{cell}#{repeat}@{fingerprint}"
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -157,28 +151,6 @@ def _is_lost(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> bool:
         start = trial.datetime_start.timestamp() if trial.datetime_start else now
         return now - start > grace
     return now - float(beat) > grace
-
-
-def slot_identity(slot: str, config: Any = None) -> str:
-    """What makes two trials the same run: the fingerprint of their cell's RunConfig and the
-    repeat, written ``<fingerprint>#<repeat>``. The readable cell part of a slot key is left out
-    because it names only the fields that vary in the spec, so adding a grid with a new axis
-    would otherwise rename every cell. A slot queued before slots carried fingerprints gets the
-    fingerprint of the config it stored (for an untuned study, the same as its cell's)."""
-    head, at, fingerprint = slot.rpartition("@")
-    if not at:
-        head = slot
-        try:
-            fingerprint = RunConfig.from_dict(config).fingerprint()
-        except (ValueError, TypeError):
-            return slot
-    return f"{fingerprint}#{head.rpartition('#')[2]}"
-
-
-def cell_identity(user_attrs: dict[str, Any]) -> Any:
-    """The cell a trial belongs to (its fingerprint), for tuning and pruning within a cell."""
-    slot = user_attrs.get("slot") or ""
-    return slot.rpartition("@")[2] if "@" in slot else user_attrs.get("cell")
 
 
 @dataclass

@@ -115,7 +115,8 @@ class _Drawn:
     caption: str
 
 
-_JOB: tuple[ReportData, Path, tuple[str, ...]] | None = None  # inherited by forked workers, never pickled
+# (data, figure directory, formats): inherited by forked workers, never pickled
+_JOB: tuple[ReportData, Path, tuple[str, ...]] | None = None
 
 
 def _draw_one(index: int) -> tuple[_Drawn | None, list[str]]:

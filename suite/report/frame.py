@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from suite.sweep_store import slot_identity
+from suite.sweep_slots import slot_identity
 
 # --- precision labels ------------------------------------------------------------------------
 
@@ -274,7 +274,7 @@ def frames_from_records(
     config_keys: set[str] = set()
     curve_rows: list[dict[str, Any]] = []
     curve_frames: list[pd.DataFrame] = []
-    slots: list[str | None] = []  # what makes two trials the same run (sweep_store.slot_identity)
+    slots: list[str | None] = []  # what makes two trials the same run (sweep_slots.slot_identity)
     for rec in records:
         result = rec.get("result") or {}
         config = rec.get("config") or {}

@@ -35,6 +35,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
                          f"{', '.join(FORMATS)}, comma-separated (e.g. --formats png,pdf)")
     return chosen
 
+
 PRECISION_COLORS: dict[str, str] = {
     "1": "#332288",     # indigo      k = 1, no zero
     "1.58": "#88CCEE",  # cyan        k = 1, zero
