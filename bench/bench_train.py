@@ -2,7 +2,7 @@
 
 Part ``overhead``: the same CNN (suite "cnn" preset), data (Fashion-MNIST per-class subset when
 Debian's dataset-fashion-mnist is installed, else digits), batches (DeviceLoader), optimiser and
-schedule, trained by (a) a plain torch loop (train + val pass per epoch) and (b) ``suite.train.
+schedule, trained by (a) a plain torch loop (train + val pass per epoch) and (b) ``suite.run.train.
 train`` (Lightning, EpochRecorder with grad norm and flip rate, torchmetrics, offline W&B).
 Runs alternate; the figure is the median per-epoch time of (b) over (a), epochs after the first
 (wall clock; process CPU time beside it, which leaves out W&B's own service process).
@@ -66,7 +66,7 @@ def plain_fit(config: Any, epoch_times: list[tuple[float, float]]) -> float:
 
     from suite.data import DeviceLoader, make_augment
     from suite.models import model_from_spec
-    from suite.train import dataset_for, spec_for
+    from suite.run.train import dataset_for, spec_for
 
     L.seed_everything(config.seed, verbose=False)
     data = dataset_for(config)
@@ -77,7 +77,7 @@ def plain_fit(config: Any, epoch_times: list[tuple[float, float]]) -> float:
                               seed=config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     total = len(train_loader) * config.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(  # suite.lit's cosine, no warm-up
+    sched = torch.optim.lr_scheduler.LambdaLR(  # suite.run.module's cosine, no warm-up
         opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / total))))
     last = _now()
     val_acc = 0.0
@@ -106,7 +106,7 @@ def plain_fit(config: Any, epoch_times: list[tuple[float, float]]) -> float:
 def lightning_fit(config: Any, out: Path, epoch_times: list[tuple[float, float]]) -> float:
     import lightning as L
 
-    from suite.train import train
+    from suite.run.train import train
 
     class EpochClock(L.Callback):
         """Time between consecutive epoch ends (train + val + every callback in between)."""
@@ -122,7 +122,7 @@ def lightning_fit(config: Any, out: Path, epoch_times: list[tuple[float, float]]
 
 
 def part_overhead(args: argparse.Namespace) -> dict[str, Any]:
-    from suite.config import RunConfig
+    from suite.run.config import RunConfig
 
     dataset = args.dataset or ("fashion-mnist" if FASHION_DIR.is_dir() else "digits")
     rows = {}

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from suite.config import ConfigError, RunConfig, config_fields
+from suite.run.config import ConfigError, RunConfig, config_fields
 
 
 def _parse_value(field: str, kind: str, text: str) -> Any:
@@ -66,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from suite.train import train
+    from suite.run.train import train
 
     config = config_from_args(args)
     result = train(config, args.out, wandb_dir=args.wandb_dir)
@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from suite.sweep import SweepInterrupted, run_sweep
-    from suite.sweep_spec import load_spec
+    from suite.sweep.spec import load_spec
 
     spec = load_spec(args.spec)  # validated whole before anything is created
     try:
@@ -94,8 +94,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_wandb_sweep(args: argparse.Namespace) -> int:
-    from suite.sweep_spec import load_spec
-    from suite.wandb_sweep import wandb_sweep_config
+    from suite.sweep.spec import load_spec
+    from suite.sweep.wandb import wandb_sweep_config
 
     config = wandb_sweep_config(load_spec(args.spec), runs_root=Path(args.runs))
     text = yaml.safe_dump(config, sort_keys=False)
@@ -109,7 +109,7 @@ def cmd_wandb_sweep(args: argparse.Namespace) -> int:
 
 def cmd_agent_run(args: argparse.Namespace, extra: list[str]) -> int:
     """The program a W&B agent calls: one configuration from --key=value flags."""
-    from suite.wandb_sweep import agent_run
+    from suite.sweep.wandb import agent_run
 
     result = agent_run(args.spec, extra, runs_root=Path(args.runs), storage=args.storage)
     print(json.dumps({k: result.get(k) for k in ("model", "precision", "val_acc", "diverged")}))
@@ -117,7 +117,7 @@ def cmd_agent_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from suite.report_cli import report_command
+    from suite.report.cli import report_command
 
     argv = sys.argv
     if argv[1:2] != ["report"]:  # called as main([...]) (tests, nox): rebuild the command line
@@ -133,14 +133,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from suite.packing import pack_run
+    from suite.pack.rundir import pack_run
 
     print(json.dumps(pack_run(Path(args.run_dir), Path(args.out) if args.out else None)))
     return 0
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
-    from suite.packing import unpack_file
+    from suite.pack.rundir import unpack_file
 
     print(json.dumps(unpack_file(Path(args.file), Path(args.out) if args.out else None)))
     return 0

@@ -15,7 +15,7 @@ have exactly the paper's parameter count at bnn, and at fp32 with ``norm="none"`
 Presets ``cnn-paper1-3x3`` / ``-5x5`` are paper 1's Food-101 CNN as its reported parameter counts
 require (5,132,165 / 13,505,925 with 101 classes): channels 32|64|128|256|512, two convs per
 block, dense 512 -> 256. Algorithm 7 as printed (channels up to 256, dense 256 -> 256) gives
-1,403,653 / 3,617,029 instead (research/papers.md, 1.5). The paper's fp32 baseline also had
+1,403,653 / 3,617,029 instead (docs/papers.md §1.5). The paper's fp32 baseline also had
 dropout 0.4 / 0.3 after the dense layers; this module has none.
 """
 

@@ -7,7 +7,7 @@
 At bnn each embedding is paper 1's BEMBL, a binary normalized dense layer on one-hot tokens or
 positions (row lookup + binary bias + normalisation), every Linear a BNFCL, every norm
 parameter-free; the presets then have exactly the parameter counts derived from the paper's
-Table 3 (154,406,714 and 332,855,098; research/papers.md 1.6). At other resolutions the norms are
+Table 3 (154,406,714 and 332,855,098; docs/papers.md §1.6). At other resolutions the norms are
 LayerNorms with fp32 gain and shift, as in the paper's 32-bit model, and embeddings have no bias.
 
 Norm (``norm`` option): ``post`` (paper 1, the default for ``auto``) or ``pre`` (GPT-2 style:

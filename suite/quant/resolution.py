@@ -66,12 +66,27 @@ class Resolution:
 
     @property
     def zero(self) -> bool:
-        """Whether zero is a weight value: odd N grids hold it; bnn's {0, 1} does too."""
-        if self.kind == "fp32":
-            return True
-        if self.kind == "bnn":
-            return True
-        return self.n % 2 == 1
+        """Whether the grid holds 0 as one of its N symmetric levels (N odd): the zero-in /
+        zero-out axis of the papers. fp32 has no grid; bnn's {0, 1} stores 0, but as one of two
+        values thresholded at the tensor's mean, not as the centre of a symmetric grid, so it is
+        neither side of that comparison (its own grid kind, ``grid == "bnn"``): both are False."""
+        return self.kind == "levels" and self.n % 2 == 1
+
+    @property
+    def grid(self) -> str:
+        """The grid kind: fp32 | bnn | zero | no zero (the report's ``grid`` column)."""
+        if self.kind != "levels":
+            return self.kind
+        return "zero" if self.zero else "no zero"
+
+    @property
+    def bit_budget(self) -> int | None:
+        """k of a level grid with N = 2^k (zero excluded) or 2^k + 1 (zero included), else None."""
+        if self.kind != "levels":
+            return None
+        m = self.n - 1 if self.zero else self.n
+        k = m.bit_length() - 1
+        return k if k >= 1 and 2**k == m else None
 
     @property
     def label(self) -> str:

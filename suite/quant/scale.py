@@ -1,7 +1,7 @@
 """Scale rules: where the N-level grid sits on the shadow weights.
 
 The grid is ``(i - (N-1)/2) * s``. The rule choosing ``s`` decides the science: a grid whose range
-does not grow with N clips the large weights, so 4 bits buys nothing over 1 (DESIGN.md). Rules:
+does not grow with N clips the large weights, so 4 bits buys nothing over 1 (docs/papers.md §3.2). Rules:
 
 ``gauss`` (default)
     ``s = c(N) * std(w)`` where ``c(N)`` is the step of the uniform N-level quantiser with least mean

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from suite.sweep_slots import slot_identity
+from suite.sweep.slots import slot_identity
 
 # --- precision labels ------------------------------------------------------------------------
 

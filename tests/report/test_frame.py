@@ -159,7 +159,7 @@ def test_retried_attempts_and_queue_attrs():
 def test_a_slot_queued_before_fingerprints_is_retried_under_its_new_key():
     """A study begun by an older version keyed slots without the config fingerprint; a worker
     lost there and finished by the new version is the same slot, so it reads as retried."""
-    from suite.config import RunConfig
+    from suite.run.config import RunConfig
 
     cfg = RunConfig.from_dict({"model": "vit", "precision": "fp32", "seed": 1}).to_dict()
     other = {**cfg, "epochs": cfg["epochs"] + 1}  # a changed fixed value: a different slot

@@ -1,4 +1,4 @@
-"""`bitsweep report` on small REAL studies: real trainings (suite.train.train) stored in a real
+"""`bitsweep report` on small REAL studies: real trainings (suite.run.train.train) stored in a real
 Optuna study by the sweep storage contract, then the report built through suite.cli.main.
 
 Two studies, trained once for the module (~45 tiny runs, ~20 s on 2 cores):
@@ -7,7 +7,7 @@ Two studies, trained once for the module (~45 tiny runs, ~20 s on 2 cores):
 - "thin", by name with --storage (a JournalStorage file): no fp32 runs, one seed, a run that
   really diverges (SGD at lr 1e4), a trial that crashes mid-training (FAIL with its error).
 
-When suite/sweep.py (the sweep driver) is present, "realsmall" is run through its run_sweep;
+When suite/sweep/driver.py (the sweep driver) is present, "realsmall" is run through its run_sweep;
 otherwise the same contract is written here with a real optimize loop (_optimize).
 """
 
@@ -27,13 +27,13 @@ import pandas as pd
 import pytest
 
 from suite.cli import main
-from suite.config import RunConfig, config_fields
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, load_run_dirs
 from suite.report.claims import SPECS
 from suite.report.figures import FIGURES
 from suite.report.style import FORMATS
-from suite.result import CONTRACT_FIELDS
-from suite.sweep_spec import load_spec
+from suite.run.config import RunConfig, config_fields
+from suite.run.result import CONTRACT_FIELDS
+from suite.sweep.spec import load_spec
 
 SPEC = """\
 study: realsmall
@@ -89,9 +89,9 @@ def _read_curves(path: Path) -> list[dict]:
 
 
 def _optimize(spec, storage, runs_root: Path, crash=frozenset()) -> None:
-    """The storage contract of suite/sweep.py, written by a real Optuna optimize loop: one trial
+    """The storage contract of suite/sweep/driver.py, written by a real Optuna optimize loop: one trial
     per cell; user_attrs config/cell, then result/curves, or error on a crash (FAIL)."""
-    from suite.train import train
+    from suite.run.train import train
 
     study = optuna.create_study(study_name=spec.study, storage=storage, direction="maximize")
     study.set_user_attr("spec", spec.raw)

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from suite.cli import main
-from suite.sweep_spec import load_spec
-from suite.sweep_store import open_storage
-from suite.wandb_sweep import config_for, wandb_sweep_config
+from suite.sweep.queue import open_storage
+from suite.sweep.spec import load_spec
+from suite.sweep.wandb import config_for, wandb_sweep_config
 
 ROOT = Path(__file__).parents[2]
 RAW = {"study": "wb", "fixed": {"dataset": "digits", "epochs": 2, "batch_size": 256},

@@ -1,6 +1,6 @@
 """`bitsweep pack` / `bitsweep unpack` on run directories (the format itself: tests/quant/test_pack.py).
 
-Run directories are written the way suite.train writes them (config.json, model.json,
+Run directories are written the way suite.run.train writes them (config.json, model.json,
 model.safetensors) from models trained a few optimizer steps on random data, so no test here
 pays for Lightning except the one that checks a real `bitsweep train` run.
 """
@@ -19,12 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from suite.cli import main
-from suite.config import RunConfig
 from suite.models import model_spec
-from suite.packing import example_input, load_packed_model
+from suite.pack.format import save_packed
+from suite.pack.rundir import example_input, load_packed_model
 from suite.quant import QuantMixin
-from suite.quant.pack import save_packed
-from suite.train import load_trained, quant_config
+from suite.run.config import RunConfig
+from suite.run.train import load_trained, quant_config
 
 IMAGE = ((1, 8, 8), 10)  # digits
 TEXT_LEN, VOCAB = 16, 40
@@ -33,7 +33,7 @@ LOGIT_TOL = 1e-5
 
 def make_run(root: Path, model: str, precision: str, *, shape: tuple[int, ...] | None = None,
              steps: int = 4, **fields: object) -> Path:
-    """A run directory as suite.train leaves it, for a model trained ``steps`` Adam steps."""
+    """A run directory as suite.run.train leaves it, for a model trained ``steps`` Adam steps."""
     text = model == "lm"
     dataset = "stdlib-text" if text else ("fashion-mnist" if shape == (1, 28, 28) else "digits")
     config = RunConfig(model=model, precision=precision, dataset=dataset, epochs=1,

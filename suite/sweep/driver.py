@@ -2,7 +2,7 @@
 
     run_sweep(load_spec("sweeps/default.yaml"), workers=2)
 
-The study is created (or joined) in its storage, every slot is queued (suite.sweep_store), and
+The study is created (or joined) in its storage, every slot is queued (suite.sweep.queue), and
 long-lived workers claim trials one after another until the queue is empty. A worker is this
 process when ``workers == 1``, else that many spawned processes; each imports torch and Lightning
 once and trains many runs, with the machine's cores split between them. Every trial stores its
@@ -15,9 +15,7 @@ interrupted ones are queued again.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -35,10 +33,9 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from suite.config import RunConfig
-from suite.sweep_slots import slot_identity
-from suite.sweep_spec import SweepSpec
-from suite.sweep_store import (
+from suite.run.config import RunConfig
+from suite.sweep.progress import Progress
+from suite.sweep.queue import (
     GRACE_SECONDS,
     Heartbeat,
     claim,
@@ -49,7 +46,9 @@ from suite.sweep_store import (
     sync_queue,
     worst_value,
 )
-from suite.sweep_tuning import CellSampler, make_pruner, suggest
+from suite.sweep.slots import slot_identity
+from suite.sweep.spec import SweepSpec
+from suite.sweep.tuning import CellSampler, make_pruner, suggest
 
 _POLL_SECONDS = 2.0
 
@@ -112,7 +111,7 @@ def _pruning_callback(trial: optuna.Trial, spec: SweepSpec) -> list[Any]:
 
 def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
     """Train the trial's configuration and record the outcome in the study; returns its state."""
-    from suite.train import train
+    from suite.run.train import train
 
     spec = plan.spec
     attrs = trial.user_attrs
@@ -229,79 +228,6 @@ def _worker_entry(plan: WorkerPlan, counter: Any, parent: int) -> None:
         work(plan, counter, parent)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-class Progress:
-    """Trials done / total with an ETA: a bar in a terminal, one plain line per trial elsewhere."""
-
-    def __init__(self, study: optuna.Study, total: int, already: int,
-                 axes: tuple[str, ...] = ("model", "precision", "seed")) -> None:
-        self._study = study
-        # Name a trial by what tells it apart: the spec's varying fields, model and precision first.
-        self._axes = ("model", "precision", *(a for a in axes if a not in ("model", "precision")))
-        self._seen: set[int] = {t.number for t in study.get_trials(deepcopy=False)
-                                if t.state.is_finished()}
-        self._done = already
-        self._total = total
-        self._tty = sys.stderr.isatty() and not os.environ.get("CI")
-        self._bar = None
-        if self._tty:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=already, unit="trial", desc="sweep",
-                             dynamic_ncols=True)
-
-    def poll(self) -> None:
-        with contextlib.suppress(Exception):  # progress must never break a sweep
-            for t in self._study.get_trials(deepcopy=False):
-                if not t.state.is_finished() or t.number in self._seen:
-                    continue
-                self._seen.add(t.number)
-                self._show(t)
-
-    def _show(self, t: optuna.trial.FrozenTrial) -> None:
-        cfg = t.user_attrs.get("config", {})
-        result = t.user_attrs.get("result") or {}
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            self._done += 1
-        what = " ".join(str(cfg.get(a)) if a in ("model", "precision") else f"{a}={cfg.get(a)}"
-                        for a in self._axes if a in _ALWAYS_SHOWN or _told_apart(a, cfg.get(a)))
-        if t.state == TrialState.COMPLETE:
-            acc = result.get("val_acc")
-            outcome = "diverged" if result.get("diverged") else (
-                f"val_acc={acc:.3f}" if isinstance(acc, float) else "done")
-            outcome += f" ({result.get('fit_seconds', 0):.1f} s)"
-        elif t.state == TrialState.FAIL:
-            outcome = "FAILED: " + str(t.user_attrs.get("error", "")).splitlines()[0][:120]
-        else:
-            outcome = t.state.name.lower()
-        line = f"[{self._done}/{self._total}] trial {t.number} {what}: {outcome}"
-        if self._bar is not None:
-            self._bar.update(1 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else 0)
-            if t.state == TrialState.FAIL:
-                self._bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        self.poll()
-        if self._bar is not None:
-            self._bar.close()
-
-
-_ALWAYS_SHOWN = ("model", "precision", "seed")
-
-
-def _told_apart(field_name: str, value: object) -> bool:
-    """Whether a varying field is worth naming for this trial: an axis of another grid (an LM's
-    block_size on an image run, an unset subset) sits at its default and says nothing."""
-    default = _RUNCONFIG_DEFAULTS.get(field_name, _MISSING)
-    return value is not None and value != default
-
-
-_MISSING = object()
-_RUNCONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)
-                       if f.default is not dataclasses.MISSING}
 
 
 def _default_threads(workers: int) -> int | None:

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from suite.quant import QuantConfig, QuantConv2d, QuantEmbedding, QuantLinear, QuantMixin
-from suite.quant.pack import (
+from suite.pack.format import (
     FORMAT_VERSION,
     MAGIC,
     PREAMBLE_BYTES,
@@ -31,6 +30,7 @@ from suite.quant.pack import (
     unpack_bytes,
     unpack_indices,
 )
+from suite.quant import QuantConfig, QuantConv2d, QuantEmbedding, QuantLinear, QuantMixin
 
 LEVELS = [2, 3, 4, 5, 8, 9, 16, 17]
 # gauss and lsq compute their Gaussian step numerically (~1 s per N on first use), so most

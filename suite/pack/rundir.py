@@ -1,8 +1,8 @@
 """Run directories <-> packed model files: ``bitsweep pack`` / ``bitsweep unpack`` and a loader.
 
 ``pack_run`` rebuilds a trained model from its run directory (``model.json`` + the fp32 shadow
-weights in ``model.safetensors``, as ``suite.train`` writes them) and stores it in the packed
-format of :mod:`suite.quant.pack` (every quantised tensor as level indices near log2(N) bits per
+weights in ``model.safetensors``, as ``suite.run.train`` writes them) and stores it in the packed
+format of :mod:`suite.pack.format` (every quantised tensor as level indices near log2(N) bits per
 weight plus its grid step, everything else as it is, a versioned JSON header, no pickle).
 
 ``load_packed_model`` turns a packed file back into an inference model (eval mode, quantised
@@ -10,7 +10,7 @@ layers frozen on the stored grid values); ``unpack_file`` does that, runs one fo
 check, and can write the dequantised weights as safetensors.
 
 Anything unusable (a missing run directory, a truncated or corrupted file, a spec the code no
-longer builds) raises :class:`~suite.quant.pack.PackError`, a ValueError, which the CLI reports
+longer builds) raises :class:`~suite.pack.format.PackError`, a ValueError, which the CLI reports
 with exit code 2.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.quant.pack import PackError, PackStats, packed_to_model, read_packed, save_packed
+from suite.pack.format import PackError, PackStats, packed_to_model, read_packed, save_packed
 
 PACKED_NAME = "model.bsw"
 RUN_FILES = ("model.json", "model.safetensors")  # what pack needs; config.json rides along if there

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from suite.config import ConfigError, RunConfig, config_fields
+from suite.run.config import ConfigError, RunConfig, config_fields
 
 
 def test_defaults_are_valid_and_round_trip() -> None:
@@ -15,21 +15,23 @@ def test_defaults_are_valid_and_round_trip() -> None:
     assert set(config.to_dict()) == set(config_fields())
 
 
-@pytest.mark.parametrize(("given", "label", "levels", "bits", "zero"), [
-    ("fp32", "fp32", None, 32.0, True),
-    ("1", "1", 2, 1.0, False),
-    ("2.32", "2.32", 5, math.log2(5), True),
-    ("N=5", "2.32", 5, math.log2(5), True),
-    (2.32, "2.32", 5, math.log2(5), True),
-    ("4.08", "4.09", 17, math.log2(17), True),
-    ("bnn", "bnn", 2, 1.0, True),
+# zero is the zero-in/zero-out axis of level grids: fp32 has no grid and bnn is its own grid kind
+@pytest.mark.parametrize(("given", "label", "levels", "bits", "zero", "grid"), [
+    ("fp32", "fp32", None, 32.0, False, "fp32"),
+    ("1", "1", 2, 1.0, False, "no zero"),
+    ("2.32", "2.32", 5, math.log2(5), True, "zero"),
+    ("N=5", "2.32", 5, math.log2(5), True, "zero"),
+    (2.32, "2.32", 5, math.log2(5), True, "zero"),
+    ("4.08", "4.09", 17, math.log2(17), True, "zero"),
+    ("bnn", "bnn", 2, 1.0, False, "bnn"),
 ])
-def test_precision_spellings_resolve_to_one_label(given, label, levels, bits, zero) -> None:
+def test_precision_spellings_resolve_to_one_label(given, label, levels, bits, zero, grid) -> None:
     config = RunConfig(precision=given)
     assert config.precision == label
     assert config.resolution.levels == levels
     assert config.resolution.bits == pytest.approx(bits)
     assert config.resolution.zero is zero
+    assert config.resolution.grid == grid
 
 
 @pytest.mark.parametrize(("changes", "field"), [

@@ -33,8 +33,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from suite.sweep_slots import slot_identity, slot_key
-from suite.sweep_spec import SweepSpec
+from suite.sweep.slots import slot_identity, slot_key
+from suite.sweep.spec import SweepSpec
 
 HEARTBEAT_SECONDS = 10.0
 GRACE_SECONDS = 60.0  # a trial silent this long on another host is taken as lost

@@ -17,10 +17,10 @@ import pytest
 from optuna.trial import TrialState
 
 from suite.cli import main
-from suite.result import CONTRACT_FIELDS
+from suite.run.result import CONTRACT_FIELDS
 from suite.sweep import run_sweep
-from suite.sweep_spec import load_spec
-from suite.sweep_store import open_storage
+from suite.sweep.queue import open_storage
+from suite.sweep.spec import load_spec
 
 ROOT = Path(__file__).parents[2]
 FIXED = {"dataset": "digits", "epochs": 1, "batch_size": 256, "width": 0.5,
@@ -234,8 +234,8 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, write_spec)
 def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_worker(tmp_path, write_spec):
     """Our SIGINT handler sets a flag before raising; if something between us and the signal
     swallows the KeyboardInterrupt, the worker stops before claiming the next trial."""
-    from suite import sweep as driver
-    from suite.sweep_store import queue_lock, sync_queue
+    from suite.sweep import driver
+    from suite.sweep.queue import queue_lock, sync_queue
 
     spec = load_spec(write_spec({"study": "swallow", "fixed": FIXED,
                                  "grid": {"model": ["fc"], "precision": ["fp32", 1]}}))

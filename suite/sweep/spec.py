@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from suite.config import ConfigError, RunConfig, config_fields
 from suite.quant.resolution import parse_resolution
+from suite.run.config import ConfigError, RunConfig, config_fields
 
 TOP_KEYS = ("study", "description", "fixed", "grid", "tune", "objective", "pruner", "storage",
             "wandb", "workers")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from suite.cli import main
-from suite.sweep_spec import SpecError, load_spec, parse_spec
+from suite.sweep.spec import SpecError, load_spec, parse_spec
 
 GOOD = {
     "study": "tiny",
@@ -89,7 +89,7 @@ def test_progress_names_a_trial_by_what_tells_it_apart(capsys):
     """A trial of the image grid is not labelled with the LM grid's block_size or an unset subset."""
     import optuna
 
-    from suite.config import RunConfig
+    from suite.run.config import RunConfig
     from suite.sweep import Progress
 
     spec = load_spec("sweeps/default.yaml")

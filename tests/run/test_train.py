@@ -19,20 +19,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from suite.config import ConfigError, RunConfig
-from suite.result import CONTRACT_FIELDS, LM_FIELDS
-from suite.tracking import read_offline_run
-from suite.train import dataset_for, load_trained, train
+from suite.run.config import ConfigError, RunConfig
+from suite.run.result import CONTRACT_FIELDS, LM_FIELDS, RESULT_FIELDS
+from suite.run.tracking import read_offline_run
+from suite.run.train import dataset_for, load_trained, train
 
 pytestmark = pytest.mark.slow
 
 FAMILIES = ("fc", "cnn", "vit", "lm")
 PRECISIONS = ("fp32", "1", "2.32", "bnn")
-EXPECTED = {  # precision -> (levels, bits, zero)
-    "fp32": (None, 32.0, None),
+EXPECTED = {  # precision -> (levels, bits, zero); zero is the zero-in/zero-out axis of level grids
+    "fp32": (None, 32.0, False),
     "1": (2, 1.0, False),
     "2.32": (5, math.log2(5), True),
-    "bnn": (2, 1.0, True),
+    "bnn": (2, 1.0, False),
 }
 # Result fields that legitimately differ between two identical runs (git_commit too: others
 # commit to this checkout while the tests run).
@@ -84,6 +84,13 @@ def test_result_json_has_every_contract_field(matrix, model, precision) -> None:
     assert result == returned
     wanted = CONTRACT_FIELDS + (LM_FIELDS if model == "lm" else ())
     assert [f for f in wanted if f not in result] == []
+    # the record is exactly RunConfig + RESULT_FIELDS, each value of its declared type (or null)
+    table = {f.name: f for f in RESULT_FIELDS if model == "lm" or not f.text_only}
+    assert set(result) == set(config.to_dict()) | set(table)
+    for name, f in table.items():
+        value = result[name]
+        ok = value is None or isinstance(value, f.type) or (f.type is float and isinstance(value, int))
+        assert ok and not (f.type is not bool and isinstance(value, bool)), (name, value)
     levels, bits, zero = EXPECTED[precision]
     assert (result["levels"], result["zero"]) == (levels, zero)
     assert result["bits"] == pytest.approx(bits)
@@ -267,11 +274,11 @@ def test_pruned_trial_keeps_its_curves_and_is_not_a_failed_wandb_run(tmp_path) -
 
 
 def test_online_without_a_key_logs_offline_and_says_so_once(tmp_path, monkeypatch, capsys) -> None:
-    import suite.tracking
+    import suite.run.tracking
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key anywhere
-    monkeypatch.setattr(suite.tracking, "_warned", set())
+    monkeypatch.setattr(suite.run.tracking, "_warned", set())
     config = tiny("fc", "1", epochs=1, wandb_mode="online")
     first = train(config, tmp_path / "a")
     train(config, tmp_path / "b")

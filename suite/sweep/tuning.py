@@ -15,8 +15,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from suite.sweep_slots import cell_identity
-from suite.sweep_spec import TuneParam
+from suite.sweep.slots import cell_identity
+from suite.sweep.spec import TuneParam
 
 
 def suggest(trial: optuna.Trial, param: TuneParam) -> Any:

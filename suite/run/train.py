@@ -31,12 +31,12 @@ from typing import Any
 import torch
 import torch.utils.deterministic as determinism
 
-from suite.config import ConfigError, RunConfig
 from suite.data import DataSplits, DeviceLoader, load_dataset, make_augment
 from suite.models import model_from_spec, model_spec
 from suite.quant import QuantConfig, param_summary
-from suite.result import provenance, write_result
-from suite.stability import stability
+from suite.run.config import ConfigError, RunConfig
+from suite.run.result import provenance, run_result, write_result
+from suite.run.stability import stability
 
 _DATA_CACHE: OrderedDict[tuple, DataSplits] = OrderedDict()
 _DATA_CACHE_SIZE = 4  # a long-lived worker reuses loaded datasets across trials
@@ -82,7 +82,7 @@ def show_progress() -> bool:
 
 
 def _write_curves(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    from suite.callbacks import CURVE_COLUMNS
+    from suite.run.callbacks import CURVE_COLUMNS
 
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
@@ -92,12 +92,9 @@ def _write_curves(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def _pack(model: torch.nn.Module, meta: dict[str, Any], path: Path) -> dict[str, Any]:
-    try:
-        from suite.quant.pack import save_packed
-    except ImportError:  # packing lands separately; a run without it still has a result
-        return {}
-    stats = save_packed(model, path, meta)
-    d = stats.as_dict()
+    from suite.pack.format import save_packed
+
+    d = save_packed(model, path, meta).as_dict()
     return {"packed_bytes": d["file_bytes"], "packed_bits_per_weight": d["bits_per_weight"],
             "entropy_bits_per_weight": d["entropy_bits_per_weight"],
             "packed_compression": d["compression"]}
@@ -112,7 +109,7 @@ class _Prepared:
     spec: dict[str, Any]
     module: Any
     loaders: tuple[DeviceLoader, DeviceLoader, DeviceLoader]
-    flat: dict[str, Any]
+    facts: dict[str, Any]  # what the run's set-up already tells: resolution, data, parameters
     summary: Any
 
 
@@ -121,7 +118,7 @@ def _prepare(config: RunConfig) -> _Prepared:
     ConfigError naming the field, before the run directory exists."""
     import lightning as L
 
-    from suite.lit import module_for
+    from suite.run.module import module_for
 
     try:
         device = resolve_device(config.device)
@@ -158,11 +155,10 @@ def _prepare(config: RunConfig) -> _Prepared:
     module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
     summary = param_summary(module.model)
     res = config.resolution
-    flat = {**config.to_dict(), "bits": res.bits, "levels": res.levels,
-            "zero": res.zero if res.quantized else None, "task": data.task,
-            "dataset_checksum": data.checksum, "params": summary.params,
-            "params_quantized": summary.params_quantized}
-    return _Prepared(device, data, spec, module, loaders, flat, summary)
+    facts = {"bits": res.bits, "levels": res.levels, "zero": res.zero, "task": data.task,
+             "dataset_checksum": data.checksum, "params": summary.params,
+             "params_quantized": summary.params_quantized}
+    return _Prepared(device, data, spec, module, loaders, facts, summary)
 
 
 # Known harmless warnings a run would otherwise print every time (messages, regexes).
@@ -221,68 +217,24 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
     propagates (KeyboardInterrupt stays a KeyboardInterrupt); ``result.json`` is then absent, never
     half-written. Extra Lightning ``callbacks`` (e.g. Optuna's pruning callback) are added.
     """
-    import lightning as L
-
-    from suite.callbacks import EpochRecorder
-    from suite.tracking import finish, make_logger, run_dir, start_run
+    from suite.run.callbacks import EpochRecorder
+    from suite.run.tracking import finish, run_dir, start_run
 
     with _run_scope():
         prep = _prepare(config)
-        out = Path(out_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ConfigError(f"out={str(out)!r}: cannot create the run directory ({err})") from None
-        for stale in ("result.json", "curves.csv"):  # must not outlive a failed rerun
-            (out / stale).unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-        (out / "model.json").write_text(json.dumps(prep.spec, indent=1))
-        device, module = prep.device, prep.module
-        train_loader, val_loader, test_loader = prep.loaders
-
+        out = _make_run_dir(config, prep, Path(out_dir))
         name = run_name or f"{config.model}/{config.dataset}/{config.precision}/s{config.seed}"
         run = start_run(mode=config.wandb_mode, project=config.wandb_project, group=config.group(),
                         name=name, save_dir=Path(wandb_dir) if wandb_dir else out,
-                        config=prep.flat, tags=[config.model, config.precision, config.dataset,
-                                                *config.tags])
+                        config={**config.to_dict(), **prep.facts},
+                        tags=[config.model, config.precision, config.dataset, *config.tags])
         result: dict[str, Any] = {}  # set once result.json is written
         summary: dict[str, Any] = {}
         exit_code = 1
         recorder = EpochRecorder()
         try:
-            accelerator = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}[device.type]
-            logger = make_logger(run)
-            trainer = L.Trainer(
-                accelerator=accelerator,
-                devices=[device.index or 0] if device.type == "cuda" else 1,
-                max_epochs=config.epochs, logger=logger if logger is not None else False,
-                callbacks=[recorder, *callbacks], enable_checkpointing=False,
-                enable_progress_bar=show_progress() if progress is None else progress,
-                enable_model_summary=False, num_sanity_val_steps=0,
-                # metrics are logged per epoch; this only keeps Lightning from warning that an
-                # epoch is shorter than its logging interval
-                log_every_n_steps=max(1, min(50, len(train_loader))),
-                gradient_clip_val=config.grad_clip, deterministic=device.type == "cpu",
-                default_root_dir=str(out),
-            )
-            start = time.perf_counter()
-            try:
-                trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-            except SystemExit:
-                # Lightning turns Ctrl-C during fit into sys.exit(1); callers (a sweep worker,
-                # the CLI) need to see the interrupt itself.
-                if trainer.interrupted:
-                    raise KeyboardInterrupt from None
-                raise
-            fit_seconds = time.perf_counter() - start
-            collected = _collect(config, prep, trainer, module, recorder.rows, test_loader,
-                                 fit_seconds)
-            collected["wandb_run_id"] = getattr(run, "id", None)
-            collected["wandb_group"] = config.group()
-            _write_curves(recorder.rows, out / "curves.csv")
-            _write_artifacts(module, prep.spec, config, out, collected)
-            write_result(collected, out / "result.json")
-            result = json.loads((out / "result.json").read_text())
+            trainer, fit_seconds = _fit(config, prep, run, [recorder, *callbacks], out, progress)
+            result = _finish(config, prep, trainer, recorder.rows, fit_seconds, run, out)
             return result
         except KeyboardInterrupt:
             exit_code = 255
@@ -308,10 +260,71 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
                 (out / "wandb_run.txt").write_text(where + "\n")
 
 
-def _collect(config: RunConfig, prep: _Prepared, trainer: Any, module: Any,
-             rows: Sequence[dict[str, Any]], test_loader: DeviceLoader,
+def _make_run_dir(config: RunConfig, prep: _Prepared, out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"out={str(out)!r}: cannot create the run directory ({err})") from None
+    for stale in ("result.json", "curves.csv"):  # must not outlive a failed rerun
+        (out / stale).unlink(missing_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    (out / "model.json").write_text(json.dumps(prep.spec, indent=1))
+    return out
+
+
+def _fit(config: RunConfig, prep: _Prepared, run: Any, callbacks: list[Any], out: Path,
+         progress: bool | None) -> tuple[Any, float]:
+    """The Lightning fit; returns the trainer and the fit's wall time."""
+    import lightning as L
+
+    from suite.run.tracking import make_logger
+
+    device = prep.device
+    train_loader, val_loader, _ = prep.loaders
+    logger = make_logger(run)
+    trainer = L.Trainer(
+        accelerator={"cpu": "cpu", "cuda": "gpu", "mps": "mps"}[device.type],
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        max_epochs=config.epochs, logger=logger if logger is not None else False,
+        callbacks=callbacks, enable_checkpointing=False,
+        enable_progress_bar=show_progress() if progress is None else progress,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        # metrics are logged per epoch; this only keeps Lightning from warning that an
+        # epoch is shorter than its logging interval
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+        gradient_clip_val=config.grad_clip, deterministic=device.type == "cpu",
+        default_root_dir=str(out),
+    )
+    start = time.perf_counter()
+    try:
+        trainer.fit(prep.module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    except SystemExit:
+        # Lightning turns Ctrl-C during fit into sys.exit(1); callers (a sweep worker, the CLI)
+        # need to see the interrupt itself.
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    return trainer, time.perf_counter() - start
+
+
+def _finish(config: RunConfig, prep: _Prepared, trainer: Any, rows: Sequence[dict[str, Any]],
+            fit_seconds: float, run: Any, out: Path) -> dict[str, Any]:
+    """Test (unless diverged), write curves, weights, the packed model and result.json; returns
+    the RunResult as stored."""
+    measured = _measure(config, prep, trainer, rows, fit_seconds)
+    measured["wandb_run_id"] = getattr(run, "id", None)
+    measured["wandb_group"] = config.group()
+    _write_curves(rows, out / "curves.csv")
+    measured.update(_write_artifacts(prep.module, prep.spec, config, out))
+    record = run_result(config.to_dict(), measured, text=prep.data.task == "text")
+    write_result(record, out / "result.json")
+    return json.loads((out / "result.json").read_text())
+
+
+def _measure(config: RunConfig, prep: _Prepared, trainer: Any, rows: Sequence[dict[str, Any]],
              fit_seconds: float) -> dict[str, Any]:
-    """The RunResult of a finished fit (test only when the run did not diverge)."""
+    """What a finished fit measured (the test pass only when the run did not diverge)."""
+    module = prep.module
     last = rows[-1] if rows else {}
     diverged_epoch = module.diverged_epoch
     if diverged_epoch is None:
@@ -320,10 +333,10 @@ def _collect(config: RunConfig, prep: _Prepared, trainer: Any, module: Any,
                                         and r["val_loss"] <= config.diverge_loss)), None)
     test: dict[str, float] = {}
     if diverged_epoch is None:
-        tested = trainer.test(module, dataloaders=test_loader, verbose=False)
+        tested = trainer.test(module, dataloaders=prep.loaders[2], verbose=False)
         test = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
-    result: dict[str, Any] = {
-        **prep.flat,
+    measured: dict[str, Any] = {
+        **prep.facts,
         "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
         "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"),
         "test_loss": test.get("test_loss"), "test_acc": test.get("test_acc"),
@@ -335,24 +348,23 @@ def _collect(config: RunConfig, prep: _Prepared, trainer: Any, module: Any,
         **provenance(str(prep.device)),
     }
     if prep.data.task == "text":
-        result["val_ppl"] = last.get("val_ppl")
-        result["test_ppl"] = test.get("test_ppl")
-    return result
+        measured["val_ppl"] = last.get("val_ppl")
+        measured["test_ppl"] = test.get("test_ppl")
+    return measured
 
 
-def _write_artifacts(module: Any, spec: dict[str, Any], config: RunConfig, out: Path,
-                     result: dict[str, Any]) -> None:
-    """The trained weights (safetensors: no pickle) and the packed file, whose sizes join the
-    result."""
+def _write_artifacts(module: Any, spec: dict[str, Any], config: RunConfig,
+                     out: Path) -> dict[str, Any]:
+    """The trained weights (safetensors: no pickle) and the packed file; returns the packed
+    file's sizes for the result."""
     from safetensors.torch import save_file
 
     module.model.cpu()
     state = {k: v.contiguous() for k, v in module.model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
     packed = _pack(module.model, {"model_spec": spec, "config": config.to_dict()}, out / "model.bsw")
-    if packed:
-        packed["packed_ratio"] = packed["packed_bytes"] / (out / "model.safetensors").stat().st_size
-    result.update(packed)
+    packed["packed_ratio"] = packed["packed_bytes"] / (out / "model.safetensors").stat().st_size
+    return packed
 
 
 def load_trained(run_dir: str | Path) -> torch.nn.Module:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from suite.config import ConfigError, RunConfig
-from suite.sweep_spec import SpecError, SweepSpec, TuneParam, load_spec, parse_spec
+from suite.run.config import ConfigError, RunConfig
+from suite.sweep.spec import SpecError, SweepSpec, TuneParam, load_spec, parse_spec
 
 
 def _tune_values(param: TuneParam, count: int) -> list[Any]:
@@ -118,9 +118,9 @@ def agent_run(spec_path: str | Path, extra: list[str], *, runs_root: Path = Path
     """Train one configuration for a W&B agent and store it like a sweep trial."""
     import optuna
 
-    from suite.sweep import _read_curves, open_study
-    from suite.sweep_store import storage_url
-    from suite.train import train
+    from suite.run.train import train
+    from suite.sweep.driver import _read_curves, open_study
+    from suite.sweep.queue import storage_url
 
     spec = load_spec(spec_path)
     config, cell = config_for(spec, parse_agent_args(extra))

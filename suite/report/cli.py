@@ -39,7 +39,7 @@ def report_command(
     spec_yaml = None
     sweep_command = None
     if _looks_like_spec(target):
-        from suite.sweep_spec import load_spec
+        from suite.sweep.spec import load_spec
 
         spec = load_spec(target)  # SpecError is a ValueError: bad file -> exit 2
         study = spec.study

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from suite.cli import main
-from suite.tracking import read_offline_run
+from suite.run.tracking import read_offline_run
 
 pytestmark = pytest.mark.slow
 

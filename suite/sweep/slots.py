@@ -23,7 +23,7 @@ def slot_identity(slot: str, config: Any = None) -> str:
     head, at, fingerprint = slot.rpartition("@")
     if not at:
         head = slot
-        from suite.config import RunConfig  # only old studies: keeps the report off torch
+        from suite.run.config import RunConfig  # only old studies: keeps the report off torch
 
         try:
             fingerprint = RunConfig.from_dict(config).fingerprint()
