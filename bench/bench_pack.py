@@ -32,7 +32,8 @@ from safetensors.torch import save as safetensors_bytes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from suite.models import build_model, model_spec  # noqa: E402
-from suite.pack.format import group_for, pack_model, unpack_bytes  # noqa: E402
+from suite.pack.codec import group_for  # noqa: E402
+from suite.pack.format import pack_model, unpack_bytes  # noqa: E402
 from suite.quant import QuantConfig, parse_resolution  # noqa: E402
 
 RESOLUTIONS = ["fp32", "N=2", "N=3", "N=4", "N=5", "N=8", "N=9", "N=16", "N=17", "bnn"]

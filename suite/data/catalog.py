@@ -163,6 +163,12 @@ _LOADERS: dict[str, Callable[..., DataSplits]] = {
 }
 DATASETS: tuple[str, ...] = tuple(sorted(_LOADERS))
 EMBEDDED: tuple[str, ...] = ("digits", "stdlib-text")  # never need a file or the network
+TEXT_DATASETS: tuple[str, ...] = ("stdlib-text", "tinyshakespeare", "wikitext103", "wikitext2")
+
+
+def dataset_task(name: str) -> str:
+    """``text`` for the corpora (token windows), ``image`` for the rest."""
+    return "text" if name in TEXT_DATASETS else "image"
 
 
 def load_dataset(

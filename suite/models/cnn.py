@@ -30,6 +30,7 @@ from suite.models.common import check_classes, check_depth, image_shape, resolve
 from suite.quant import QuantConfig, QuantConv2d, QuantLinear
 
 PAPER1 = {"channels": (32, 64, 128, 256, 512), "convs_per_block": 2, "dense": (512, 256)}
+NORMS = ("batch", "none")  # RunConfig.norm choices besides "auto" (which picks per resolution)
 PRESETS: dict[str, dict] = {
     "cnn": {"channels": (16, 32, 64), "convs_per_block": 1, "kernel": 3, "dense": (64,)},
     "cnn-paper1-3x3": {**PAPER1, "kernel": 3},
@@ -65,7 +66,7 @@ def make_config(preset: str, *, input_shape: tuple[int, ...], num_classes: int, 
         convs_per_block=base["convs_per_block"],
         kernel=base["kernel"],
         dense=tuple(scaled(d, width) for d in base["dense"]),
-        norm=resolve_norm(norm, preset, ("batch", "none"), "none", "batch", qconfig),
+        norm=resolve_norm(norm, preset, NORMS, "none", "batch", qconfig),
     )
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from suite.models.common import check_classes, check_depth, image_shape, resolve_norm, scaled
 from suite.quant import QuantConfig, QuantLinear, make_norm
 
+NORMS = ("layer", "batch", "none")  # RunConfig.norm choices besides "auto" (which picks per resolution)
 PRESETS: dict[str, dict] = {"fc": {"hidden": 256, "depth": 2}}
 
 
@@ -38,7 +39,7 @@ def make_config(preset: str, *, input_shape: tuple[int, ...], num_classes: int, 
         in_features=c * h * w,
         num_classes=check_classes(num_classes),
         hidden=(scaled(base["hidden"], width),) * n_hidden,
-        norm=resolve_norm(norm, "fc", ("layer", "batch", "none"), "none", "layer", qconfig),
+        norm=resolve_norm(norm, "fc", NORMS, "none", "layer", qconfig),
     )
 
 

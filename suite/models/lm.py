@@ -26,6 +26,7 @@ from suite.models.common import check_classes, check_depth, resolve_norm, scaled
 from suite.models.transformer import Block
 from suite.quant import QuantConfig, QuantEmbedding, QuantLinear, make_norm
 
+NORMS = ("post", "pre")  # RunConfig.norm choices besides "auto" (which picks per resolution)
 PRESETS: dict[str, dict] = {
     "lm": {"dim": 64, "heads": 4, "depth": 2, "head_hidden": ()},
     "lm-paper1-small": {"dim": 768, "heads": 16, "depth": 12, "head_hidden": (4096, 2048)},
@@ -61,7 +62,7 @@ def make_config(preset: str, *, input_shape: tuple[int, ...], num_classes: int, 
         depth=check_depth(depth) or base["depth"],
         ff_hidden=2 * dim,  # paper 1: ff_dim = 2 * emb_dim
         head_hidden=tuple(scaled(h, width) for h in base["head_hidden"]),
-        norm=resolve_norm(norm, preset, ("post", "pre"), "post", "post", qconfig),
+        norm=resolve_norm(norm, preset, NORMS, "post", "post", qconfig),
     )
 
 

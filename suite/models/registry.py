@@ -27,6 +27,7 @@ class _Family:
     task: str  # "image" | "text"
     make_config: Callable[..., Any]
     model: type[nn.Module]
+    norms: tuple[str, ...]
 
 
 _FAMILIES = {
@@ -36,7 +37,7 @@ _FAMILIES = {
     "lm": (lm, lm.LM, "text"),
 }
 _REGISTRY: dict[str, _Family] = {
-    name: _Family(task, module.make_config, model)
+    name: _Family(task, module.make_config, model, module.NORMS)
     for module, model, task in _FAMILIES.values()
     for name in module.PRESETS
 }
@@ -52,6 +53,11 @@ def _family(name: str) -> _Family:
 def model_task(name: str) -> str:
     """``image`` (input (B, C, H, W) -> logits (B, classes)) or ``text`` ((B, T) -> (B, T, vocab))."""
     return _family(name).task
+
+
+def model_norms(name: str) -> tuple[str, ...]:
+    """The ``norm`` values model ``name`` accepts: "auto" (picked per resolution) and its own."""
+    return ("auto", *_family(name).norms)
 
 
 def _config(name: str, qconfig: QuantConfig, input_shape: tuple[int, ...], num_classes: int,

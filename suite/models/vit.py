@@ -29,6 +29,7 @@ from suite.models.common import check_classes, check_depth, image_shape, resolve
 from suite.models.transformer import Block
 from suite.quant import QuantConfig, QuantEmbedding, QuantLinear, make_norm
 
+NORMS = ("pre", "post")  # RunConfig.norm choices besides "auto" (which picks per resolution)
 PRESETS: dict[str, dict] = {"vit": {"dim": 64, "heads": 4, "depth": 2, "mlp_ratio": 2}}
 
 
@@ -65,7 +66,7 @@ def make_config(preset: str, *, input_shape: tuple[int, ...], num_classes: int, 
         heads=base["heads"],
         depth=check_depth(depth) or base["depth"],
         ff_hidden=base["mlp_ratio"] * dim,
-        norm=resolve_norm(norm, preset, ("pre", "post"), "post", "pre", qconfig),
+        norm=resolve_norm(norm, preset, NORMS, "post", "pre", qconfig),
     )
 
 

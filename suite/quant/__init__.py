@@ -1,25 +1,32 @@
-"""Weight resolution: grids, straight-through quantisers, scale rules, layers and accounting."""
+"""Weight resolution: grids, straight-through quantisers, scale rules, layers and accounting.
 
-from suite.quant.fake import example_normalize, fake_binarize, fake_quantize
-from suite.quant.layers import (
-    CONV_NORM_AXES,
-    ExampleNorm,
-    QTensor,
-    QuantConfig,
-    QuantConv2d,
-    QuantEmbedding,
-    QuantLinear,
-    QuantMixin,
-    make_norm,
-)
-from suite.quant.resolution import BNN, FP32, Resolution, from_bit_budget, levels, parse_resolution
-from suite.quant.scale import DEFAULT_SCALE_RULE, SCALE_RULES, compute_scale, gaussian_step
-from suite.quant.summary import ParamSummary, param_summary
+Modules: resolution (what N levels, bnn and fp32 mean; labels; no torch), scale (where the grid
+sits), fake (straight-through quantisers), layers (Quant{Linear,Conv2d,Embedding}), summary
+(memory accounting).
 
-__all__ = [
-    "BNN", "CONV_NORM_AXES", "DEFAULT_SCALE_RULE", "FP32", "SCALE_RULES", "ExampleNorm",
-    "ParamSummary", "QTensor", "QuantConfig", "QuantConv2d", "QuantEmbedding", "QuantLinear",
-    "QuantMixin", "Resolution", "compute_scale", "example_normalize", "fake_binarize",
-    "fake_quantize", "from_bit_budget", "gaussian_step", "levels", "make_norm", "param_summary",
-    "parse_resolution",
-]
+Names load their modules on first use: ``suite.quant.resolution`` is plain Python, and the report
+parses resolution labels with it without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **dict.fromkeys(("example_normalize", "fake_binarize", "fake_quantize"), "fake"),
+    **dict.fromkeys(("CONV_NORM_AXES", "ExampleNorm", "QTensor", "QuantConfig", "QuantConv2d",
+                     "QuantEmbedding", "QuantLinear", "QuantMixin", "make_norm"), "layers"),
+    **dict.fromkeys(("BNN", "FP32", "Resolution", "from_bit_budget", "levels", "parse_resolution"),
+                    "resolution"),
+    **dict.fromkeys(("DEFAULT_SCALE_RULE", "SCALE_RULES", "compute_scale", "gaussian_step"), "scale"),
+    **dict.fromkeys(("ParamSummary", "param_summary"), "summary"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'suite.quant' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"suite.quant.{_EXPORTS[name]}"), name)

@@ -15,7 +15,6 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import traceback
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from suite.report.tables import (
     to_latex,
     to_markdown,
 )
+from suite.run.result import git_commit
 
 INLINE_ROWS = 80  # longer tables are linked from report.md rather than printed in it
 _PACKAGES = ("numpy", "pandas", "scipy", "matplotlib", "seaborn", "optuna", "torch")
@@ -265,15 +265,6 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
 # --- report.md -------------------------------------------------------------------------------
 
 
-def _git_head() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def _versions() -> str:
     parts = [f"python {platform.python_version()}"]
     for pkg in _PACKAGES:
@@ -310,7 +301,7 @@ def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables
     counts = res["status"].value_counts().to_dict() if len(res) else {}
     count_text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = _git_head()
+    head = git_commit()
     lines = [
         f"# bitsweep report: {study}",
         "",

@@ -14,17 +14,34 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from suite.quant.resolution import ACCEPTED_FORMS, parse_resolution
-from suite.quant.scale import SCALE_RULES
 
-AUGMENTS = ("none", "standard", "strong")
+# Choices owned here; those of the data, models and quantisers are read from their modules.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 WANDB_MODES = ("offline", "online", "disabled")
-# Norm choices per model family (suite/models/<family>.py resolve_norm); "auto" picks per resolution.
-NORMS = {"fc": ("auto", "layer", "batch", "none"), "cnn": ("auto", "batch", "none"),
-         "vit": ("auto", "pre", "post"), "lm": ("auto", "post", "pre")}
-CONV_NORMS = ("chw", "c", "hw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None:
+    """The accepted values of RunConfig field ``name`` (``norm``'s depend on the model), or None
+    for a field that is not a choice. Imported lazily: the owners import torch."""
+    if name == "norm":
+        from suite.models import model_norms
+
+        return model_norms(model or RunConfig.model)
+    if name == "augment":
+        from suite.data import AUGMENTATIONS
+
+        return AUGMENTATIONS
+    if name == "conv_norm":
+        from suite.quant.layers import CONV_NORM_AXES
+
+        return tuple(CONV_NORM_AXES)
+    if name == "scale_rule":
+        from suite.quant.scale import SCALE_RULES
+
+        return SCALE_RULES
+    return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES}.get(name)
 
 
 class ConfigError(ValueError):
@@ -70,85 +87,74 @@ class RunConfig:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        from suite.data import DATASETS
-        from suite.models import MODELS, model_task
+        self._check_types()
+        self._check_values()
+        object.__setattr__(self, "tags", tuple(self.tags))
 
-        def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"{name}={getattr(self, name)!r}: {why}")
+    def _bad(self, name: str, why: str) -> ConfigError:
+        return ConfigError(f"{name}={getattr(self, name)!r}: {why}")
 
-        def choice(name: str, options: tuple[str, ...]) -> None:
-            if getattr(self, name) not in options:
-                raise bad(name, f"choose one of {', '.join(options)}")
-
+    def _check_types(self) -> None:
+        """Each field against its annotation (ints given as 2.0 become 2, numbers become floats)."""
         for f in fields(self):
             value = getattr(self, f.name)
-            optional = str(f.type).endswith("| None")
-            if value is None and not optional:
-                raise bad(f.name, "must not be null")
+            base, optional = _annotation(f.type)
+            if value is None:
+                if not optional:
+                    raise self._bad(f.name, "must not be null")
+                continue
             # precision may also be a number (YAML `precision: 2.32`); parse_resolution checks it
-            if f.type == "str" and f.name != "precision" and not isinstance(value, str):
-                raise bad(f.name, "must be a string")
-            if f.type in ("int", "int | None") and value is not None:
+            if base == "str" and f.name != "precision" and not isinstance(value, str):
+                raise self._bad(f.name, "must be a string")
+            if base == "int":
                 if isinstance(value, float) and value.is_integer():
                     object.__setattr__(self, f.name, int(value))
                 elif isinstance(value, bool) or not isinstance(value, int):
-                    raise bad(f.name, "must be an integer")
-            if f.type in ("float", "float | None") and value is not None:
+                    raise self._bad(f.name, "must be an integer")
+            if base == "float":
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise bad(f.name, "must be a number")
+                    raise self._bad(f.name, "must be a number")
                 if not math.isfinite(value):
-                    raise bad(f.name, "must be finite")
+                    raise self._bad(f.name, "must be finite")
                 object.__setattr__(self, f.name, float(value))
-            if f.type in ("bool", "bool | None") and value is not None and not isinstance(value, bool):
-                raise bad(f.name, "must be true or false")
+            if base == "bool" and not isinstance(value, bool):
+                raise self._bad(f.name, "must be true or false")
+
+    def _check_values(self) -> None:
+        from suite.data import DATASETS, dataset_task
+        from suite.models import MODELS, model_task
+
         if self.model not in MODELS:
-            raise bad("model", f"unknown model; known: {', '.join(MODELS)}")
+            raise self._bad("model", f"unknown model; known: {', '.join(MODELS)}")
         if self.dataset not in DATASETS:
-            raise bad("dataset", f"unknown dataset; known: {', '.join(DATASETS)}")
+            raise self._bad("dataset", f"unknown dataset; known: {', '.join(DATASETS)}")
         try:
             res = parse_resolution(self.precision)
         except ValueError as err:
-            raise bad("precision", f"accepted: {ACCEPTED_FORMS}") from err
+            raise self._bad("precision", f"accepted: {ACCEPTED_FORMS}") from err
         object.__setattr__(self, "precision", res.label)
-        choice("augment", AUGMENTS)
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        choice("wandb_mode", WANDB_MODES)
-        family = self.model.split("-")[0]
-        choice("norm", NORMS.get(family, ("auto",)))
-        choice("conv_norm", CONV_NORMS)
-        choice("scale_rule", SCALE_RULES)
+        for name in ("augment", "optimizer", "schedule", "wandb_mode", "norm", "conv_norm",
+                     "scale_rule"):
+            options = field_choices(name, self.model)
+            if getattr(self, name) not in options:
+                raise self._bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:<index>")
-        for name in ("epochs", "batch_size", "block_size"):
-            if getattr(self, name) < 1:
-                raise bad(name, "must be >= 1")
-        for name in ("width", "lr", "diverge_loss"):
-            if getattr(self, name) <= 0:
-                raise bad(name, "must be > 0")
-        for name in ("weight_decay", "warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise bad(name, "must be >= 0")
+            raise self._bad("device", f"choose one of {', '.join(DEVICES)} or cuda:<index>")
+        for names, holds, why in _BOUNDS:
+            for name in names:
+                if not holds(getattr(self, name)):
+                    raise self._bad(name, why)
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
-            raise bad("warmup_epochs", f"must be shorter than epochs={self.epochs}")
-        for name in ("subset", "depth", "threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise bad(name, "must be >= 1 (or null)")
-        if not 0 <= self.seed < 2**32:
-            raise bad("seed", "must be in 0 .. 2**32 - 1")
+            raise self._bad("warmup_epochs", f"must be shorter than epochs={self.epochs}")
         if not isinstance(self.tags, (list, tuple)) or not all(isinstance(t, str) for t in self.tags):
-            raise bad("tags", "must be a list of strings")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise bad("grad_clip", "must be > 0 (or null for no clipping)")
+            raise self._bad("tags", "must be a list of strings")
         text_model = model_task(self.model) == "text"
-        text_data = self.dataset in _TEXT_DATASETS
+        text_data = dataset_task(self.dataset) == "text"
         if text_model != text_data:
             kind = "a text corpus" if text_model else "an image dataset"
-            raise bad("dataset", f"model {self.model!r} needs {kind}")
+            raise self._bad("dataset", f"model {self.model!r} needs {kind}")
         if text_data and self.augment != "none":
-            raise bad("augment", "text corpora take no augmentation; use none")
-        object.__setattr__(self, "tags", tuple(self.tags))
+            raise self._bad("augment", "text corpora take no augmentation; use none")
 
     @property
     def resolution(self):  # noqa: ANN201 - Resolution, imported lazily above
@@ -156,7 +162,9 @@ class RunConfig:
 
     @property
     def task(self) -> str:
-        return "text" if self.dataset in _TEXT_DATASETS else "image"
+        from suite.data import dataset_task
+
+        return dataset_task(self.dataset)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -205,7 +213,23 @@ class RunConfig:
 # Fields that do not change what is trained: left out of fingerprints.
 _NOT_TRAINED = frozenset({"device", "threads", "data_dir", "wandb_mode", "wandb_project",
                           "wandb_group", "tags"})
-_TEXT_DATASETS = ("stdlib-text", "tinyshakespeare", "wikitext2", "wikitext103")
+# Field rules beyond the type: (fields, holds for a valid value, what the error says).
+_BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
+    (("epochs", "batch_size", "block_size"), lambda v: v >= 1, "must be >= 1"),
+    (("width", "lr", "diverge_loss"), lambda v: v > 0, "must be > 0"),
+    (("weight_decay", "warmup_epochs"), lambda v: v >= 0, "must be >= 0"),
+    (("subset", "depth", "threads"), lambda v: v is None or v >= 1, "must be >= 1 (or null)"),
+    (("seed",), lambda v: 0 <= v < 2**32, "must be in 0 .. 2**32 - 1"),
+    (("grad_clip",), lambda v: v is None or v > 0, "must be > 0 (or null for no clipping)"),
+)
+
+
+def _annotation(type_text: str) -> tuple[str, bool]:
+    """("int", True) for "int | None": the base type's name and whether null is allowed."""
+    parts = [p.strip() for p in str(type_text).split("|")]
+    optional = "None" in parts
+    base = next((p for p in parts if p != "None"), "None")
+    return base, optional
 
 
 def config_fields() -> dict[str, str]:

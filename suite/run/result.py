@@ -146,7 +146,8 @@ def git_commit() -> str | None:
                              text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    # an empty repository prints "HEAD" and fails
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def provenance(device: str) -> dict[str, Any]:
