@@ -28,13 +28,6 @@ def _idx_files(bases: tuple[str, ...], md5s: dict[str, str]) -> tuple[RemoteFile
     return tuple(RemoteFile(f, tuple(b + f for b in bases), md5=m) for f, m in md5s.items())
 
 
-IDX_FILENAMES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
-
 # The md5 values below are the publishers' (also the ones torchvision verifies). The Debian
 # package dataset-fashion-mnist re-gzips the same IDX payload, so its .gz bytes hash
 # differently; files from a system directory are format-checked, not hash-checked.

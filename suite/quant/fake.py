@@ -25,10 +25,6 @@ def level_indices(w: torch.Tensor, n: int, scale: torch.Tensor, *,
     return t.add_(half).round_().clamp_(0, n - 1)
 
 
-def grid_values(indices: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
-    return (indices - (n - 1) / 2) * scale
-
-
 def binary_indices(p: torch.Tensor) -> torch.Tensor:
     """Binary normalized rule (arXiv 2509.07025, Eq. 1): 1 where p > mean(p), else 0."""
     return (p > p.mean()).to(p.dtype)

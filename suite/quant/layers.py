@@ -8,7 +8,7 @@ normalisation of each example's output before the activation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -64,9 +64,6 @@ class QuantConfig:
     @property
     def is_bnn(self) -> bool:
         return self.resolution.kind == "bnn"
-
-    def with_resolution(self, resolution: object) -> QuantConfig:
-        return replace(self, resolution=parse_resolution(resolution))
 
 
 class QTensor(NamedTuple):

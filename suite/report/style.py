@@ -62,9 +62,6 @@ GRID_NAMES: dict[str, str] = {
     "bnn": "bnn {0,1}",
     "fp32": "fp32",
 }
-AUGMENT_DASHES: dict[str, tuple[float, float] | str] = {
-    "none": "", "standard": (4, 1.5), "strong": (1, 1),
-}
 NEUTRAL = "0.45"
 
 RC: dict[str, object] = {
@@ -102,14 +99,6 @@ def color_for(label: str) -> str:
 
 def palette(labels: list[str]) -> dict[str, str]:
     return {label: color_for(label) for label in labels}
-
-
-def augment_dashes(values: list[str]) -> dict[str, tuple[float, float] | str]:
-    spare = [(3, 1, 1, 1), (6, 2), (2, 2)]
-    out = {}
-    for v in values:
-        out[v] = AUGMENT_DASHES.get(v) or (spare[len(out) % len(spare)] if v != "none" else "")
-    return out
 
 
 @contextmanager

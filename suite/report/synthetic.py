@@ -5,6 +5,9 @@ accuracy gaps to fp32 shrink with bits and with model size; small low-resolution
 more slowly; augmentation adds validation spikes and divergences at low resolution, mostly on
 zero-free grids; bnn sits a couple of points under fp32. The numbers are invented: nothing here is
 a measurement.
+
+It ships in the package, not under tests/, because bench/bench_report.py builds its 10,000-run
+study from it and a user can try the report without training anything; no report path calls it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from suite.report.frame import StudyFrames, frames_from_records, precision_bits, precision_levels
+from suite.report.frame import precision_bits, precision_levels
 
 # name: task, dataset, fp32 accuracy at the reference width, reference width, params(width)
 MODELS: dict[str, dict[str, Any]] = {
@@ -169,11 +172,6 @@ def synthetic_records(
                         "error": "RuntimeError: CUDA out of memory (synthetic failure)",
                         "cell": "failed"})
     return records
-
-
-def synthetic_frames(**kwargs: Any) -> StudyFrames:
-    return frames_from_records(synthetic_records(**kwargs), study_name="synthetic",
-                               source="synthetic generator (suite.report.synthetic)")
 
 
 def add_to_study(study: Any, records: Sequence[dict[str, Any]]) -> None:
