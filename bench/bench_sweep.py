@@ -44,8 +44,8 @@ def overhead(tmp: Path, trials: int, wandb: str) -> dict[str, float]:
     import optuna
 
     from suite.sweep import run_sweep
-    from suite.sweep.queue import open_storage
     from suite.sweep.spec import load_spec
+    from suite.sweep.storage import open_storage
 
     spec = load_spec(_spec(tmp / f"over-{wandb}.yaml", f"over-{wandb}", "fc", 3, trials, wandb))
     runs = tmp / f"runs-over-{wandb}"
@@ -65,7 +65,7 @@ def scaling_run(tmp: Path, spec: Path, workers: int, tag: str) -> tuple[float, f
     start/end stamps: first start to last end, so process start-up is left out)."""
     import optuna
 
-    from suite.sweep.queue import open_storage
+    from suite.sweep.storage import open_storage
 
     runs = tmp / f"runs-{tag}"
     shutil.rmtree(runs, ignore_errors=True)

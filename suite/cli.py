@@ -17,6 +17,22 @@ import yaml
 
 from suite.run.config import ConfigError, RunConfig, config_fields
 
+_RUNS = "runs"        # root of run directories and of the default study storage
+_REPORTS = "reports"  # root of the reports
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills in ``%(figure_formats)s`` only when a help text is printed: the formats are
+    suite.report.style.FORMATS, and importing it loads the whole report (matplotlib)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and "%(figure_formats)s" in text:
+            from suite.report.style import FORMATS
+
+            text = text.replace("%(figure_formats)s", ",".join(FORMATS))
+        return text
+
 
 def _parse_value(field: str, kind: str, text: str) -> Any:
     if text.lower() in ("null", "none") and "None" in kind:
@@ -123,8 +139,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if argv[1:2] != ["report"]:  # called as main([...]) (tests, nox): rebuild the command line
         argv = ["bitsweep", "report", args.target]
         argv += ["--storage", args.storage] if args.storage else []
-        argv += ["--out", args.out] if args.out != "reports" else []
-        argv += ["--runs", args.runs] if args.runs != "runs" else []
+        argv += ["--out", args.out] if args.out != _REPORTS else []
+        argv += ["--runs", args.runs] if args.runs != _RUNS else []
         argv += ["--formats", args.formats] if args.formats else []
     path = report_command(args.target, storage=args.storage, out_root=Path(args.out),
                           runs_root=Path(args.runs), argv=argv, formats=args.formats)
@@ -147,12 +163,15 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from suite.sweep.queue import GRACE_SECONDS  # light: Optuna loads only when a sweep runs
+    from suite.sweep.spec import SweepSpec
+
     parser = argparse.ArgumentParser(prog="bitsweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one configuration; writes OUT/result.json")
     p.add_argument("--config", help="YAML file of RunConfig fields (flags override it)")
-    p.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
+    p.add_argument("--out", default=f"{_RUNS}/train", help="run directory (default %(default)s)")
     p.add_argument("--wandb-dir", default=None, help="where W&B writes (default: the run dir)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
@@ -160,35 +179,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a study from a sweep file with Optuna")
     p.add_argument("spec", help="sweeps/<study>.yaml")
     p.add_argument("--workers", type=int, default=None,
-                   help="worker processes on this machine (default: the spec's workers, or 1)")
+                   help="worker processes on this machine (default: the spec's workers, or "
+                        f"{SweepSpec.workers})")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: file under runs/)")
     p.add_argument("--n-trials", type=int, default=None, help="stop after M trials on this machine")
-    p.add_argument("--runs", default="runs", help="root of run directories (default runs/)")
+    p.add_argument("--runs", default=_RUNS, help="root of run directories (default %(default)s/)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
-    p.add_argument("--grace", type=float, default=60.0,
+    p.add_argument("--grace", type=float, default=GRACE_SECONDS,
                    help="seconds without a heartbeat before another machine's trial counts as "
-                        "lost and is queued again (default 60)")
+                        "lost and is queued again (default %(default)g)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("wandb-sweep", help="export a W&B sweep config for the same study")
     p.add_argument("spec")
     p.add_argument("--out", default=None, help="write the YAML here (default: stdout)")
-    p.add_argument("--runs", default="runs")
+    p.add_argument("--runs", default=_RUNS)
     p.set_defaults(func=cmd_wandb_sweep)
 
     p = sub.add_parser("agent-run", help="(called by `wandb agent`) train one sweep configuration")
     p.add_argument("spec")
-    p.add_argument("--runs", default="runs")
+    p.add_argument("--runs", default=_RUNS)
     p.add_argument("--storage", default=None, help="Optuna storage to record the run in")
     p.set_defaults(func=cmd_agent_run, takes_extra=True)
 
-    p = sub.add_parser("report", help="figures, tables and claims for a study")
+    p = sub.add_parser("report", help="figures, tables and claims for a study",
+                       formatter_class=_HelpFormatter)
     p.add_argument("target", help="sweeps/<study>.yaml, or a study name with --storage")
     p.add_argument("--storage", default=None)
-    p.add_argument("--out", default="reports", help="reports root (default reports/)")
-    p.add_argument("--runs", default="runs")
+    p.add_argument("--out", default=_REPORTS, help="reports root (default %(default)s/)")
+    p.add_argument("--runs", default=_RUNS)
     p.add_argument("--formats", default=None,
-                   help="figure formats, comma-separated (default pdf,svg,png)")
+                   help="figure formats, comma-separated (default %(figure_formats)s)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("pack", help="store a run's quantised weights at their real bit size")

@@ -16,7 +16,7 @@ import os
 import shlex
 from pathlib import Path
 
-from suite.report.frame import _redact
+from suite.sweep.storage import describe, open_storage, storage_file
 
 _SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -43,7 +43,7 @@ def report_command(
 
         spec = load_spec(target)  # SpecError is a ValueError: bad file -> exit 2
         study = spec.study
-        given = (("--storage", _redact(storage) if storage else None),
+        given = (("--storage", describe(storage) if storage else None),
                  ("--runs", None if Path(runs_root) == Path("runs") else str(runs_root)))
         storage = storage or spec.default_storage(Path(runs_root))
         spec_yaml = Path(target).read_text()
@@ -54,11 +54,12 @@ def report_command(
         make = "bitsweep sweep sweeps/<study>.yaml"
         if storage is None:
             storage = _default_storage(study, Path(runs_root), target, make)
-    if storage.startswith("postgres://"):  # SQLAlchemy knows only the long scheme
-        storage = "postgresql://" + storage[len("postgres://"):]
-    _check_storage_exists(storage, study, make)
     try:
-        frames = load_study(study, storage)
+        frames = load_study(study, storage)  # reads only: a missing file is not created
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no study storage at {storage_file(storage)} (study {study!r}): run `{make}` first, "
+            f"or pass --storage with the URL the sweep used") from None
     except KeyError:
         # optuna.load_study: "Record does not exist." Name what is there instead.
         raise ValueError(_unknown_study(study, storage, make)) from None
@@ -91,38 +92,15 @@ def _default_storage(study: str, runs_root: Path, target: str, make: str) -> str
         f"study name with --storage URL, or create the study with `{make}`")
 
 
-def _sqlite_path(url: str) -> Path | None:
-    """The database file of a sqlite URL (None for other URLs and in-memory databases)."""
-    if not url.startswith("sqlite:"):
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        return None
-    return Path(database)
-
-
-def _check_storage_exists(storage: str, study: str, make: str) -> None:
-    """Fail before Optuna would create an empty database (a report must not write storage)."""
-    db = _sqlite_path(storage) if "://" in storage else Path(storage)
-    if db is not None and not db.is_file():
-        raise FileNotFoundError(
-            f"no study storage at {db} (study {study!r}): run `{make}` first, or pass "
-            f"--storage with the URL the sweep used")
-
-
 def _unknown_study(study: str, storage: str, make: str) -> str:
     import optuna
 
-    from suite.report.frame import _open_storage
-
     try:
-        names = sorted(optuna.get_all_study_names(storage=_open_storage(storage)))
+        names = sorted(optuna.get_all_study_names(storage=open_storage(storage, create=False)))
     except Exception:  # listing is only a hint; the storage opened a moment ago
         names = []
     there = f"studies there: {', '.join(names)}" if names else "it holds no study"
-    return (f"no study {study!r} in {_redact(storage)} ({there}); create it with `{make}`, "
+    return (f"no study {study!r} in {describe(storage)} ({there}); create it with `{make}`, "
             f"or name one of the studies there")
 
 
@@ -133,4 +111,4 @@ def format_command(argv: list[str]) -> str:
         return "bitsweep report"
     prog = Path(argv[0]).name
     head = ["bitsweep"] if prog in ("bitsweep", "__main__.py", "cli.py") else [argv[0]]
-    return shlex.join([*head, *(_redact(a) if "://" in a else a for a in argv[1:])])
+    return shlex.join([*head, *(describe(a) if "://" in a else a for a in argv[1:])])

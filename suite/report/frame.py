@@ -62,59 +62,46 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from suite.quant.resolution import Resolution, parse_resolution
+from suite.run.result import RESULT_FIELDS
 from suite.sweep.slots import slot_identity
 
 # --- precision labels ------------------------------------------------------------------------
+# suite.quant.resolution is the one definition; these wrappers add what a reader of old or
+# foreign results needs: numpy numbers, missing values, and labels it does not know (kept
+# verbatim and sorted by whatever bits they parse to, never an error).
 
-# Local copy of the label table so the report does not depend on suite.quant (and can read old
-# studies whatever that module becomes). "4.08" is paper 2's spelling of log2 17.
-_LABEL_LEVELS: dict[str, int] = {
-    "1": 2, "1.58": 3, "2": 4, "2.32": 5, "3": 8, "3.17": 9, "4": 16, "4.09": 17,
-}
-_LEVEL_LABEL = {n: label for label, n in _LABEL_LEVELS.items()}
-_ALIASES = {"4.08": "4.09", "32": "fp32", "float32": "fp32", "float": "fp32"}
+
+def _resolution(label: Any) -> Resolution | None:
+    try:
+        return parse_resolution(label)
+    except ValueError:
+        return None
 
 
 def normalize_precision(value: Any) -> str | None:
     """Canonical label for a precision value ("2.32", 2.32, "N=5", "levels=5" -> "2.32")."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
         text = f"{float(value):g}"
     else:
         text = str(value).strip().lower()
-    text = _ALIASES.get(text, text)
-    if text in ("fp32", "bnn") or text in _LABEL_LEVELS:
-        return text
-    for prefix in ("n=", "levels="):
-        if text.startswith(prefix) and text[len(prefix):].isdigit():
-            n = int(text[len(prefix):])
-            return _LEVEL_LABEL.get(n, f"N={n}")
-    return text  # unknown spelling: kept verbatim, sorted by whatever bits it parses to
+    res = _resolution(text)
+    return res.label if res is not None else text
 
 
 def precision_levels(label: str | None) -> int | None:
     """Number of weight values of a label; None for fp32 and unknown labels."""
-    if label is None or label == "fp32":
-        return None
-    if label == "bnn":
-        return 2
-    if label in _LABEL_LEVELS:
-        return _LABEL_LEVELS[label]
-    if label.startswith("N=") and label[2:].isdigit():
-        return int(label[2:])
-    return None
+    res = _resolution(label)
+    return None if res is None else res.levels
 
 
 def precision_bits(label: str | None) -> float:
     """Bits per weight of a label (log2 N); 32 for fp32; NaN when the label is unknown."""
-    if label == "fp32":
-        return 32.0
-    n = precision_levels(label)
-    if n is not None:
-        return math.log2(n)
+    res = _resolution(label)
+    if res is not None:
+        return res.bits
     try:
         return float(label)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -139,40 +126,38 @@ def order_precisions(labels: Iterable[Any]) -> list[str]:
 
 
 def grid_kind(label: str | None) -> str | None:
-    """fp32 | bnn | zero | no zero: the four ways a resolution is built."""
-    if label is None:
-        return None
-    if label in ("fp32", "bnn"):
-        return label
-    n = precision_levels(label)
-    if n is None:
-        return None
-    return "zero" if n % 2 == 1 else "no zero"
+    """fp32 | bnn | zero | no zero: the four ways a resolution is built (Resolution.grid)."""
+    res = _resolution(label)
+    return None if res is None else res.grid
 
 
 def bit_budget(label: str | None) -> int | None:
     """k of a level grid with N = 2^k (zero excluded) or 2^k + 1 (zero included)."""
-    n = precision_levels(label)
-    if n is None or label == "bnn":
-        return None
-    m = n - 1 if n % 2 == 1 else n
-    k = int(round(math.log2(m))) if m > 0 else 0
-    return k if k >= 1 and 2**k == m else None
+    res = _resolution(label)
+    return None if res is None else res.bit_budget
 
 
 # --- columns ---------------------------------------------------------------------------------
 
-RESULT_COLUMNS: tuple[str, ...] = (
-    "run_id", "trial", "state", "status", "error", "cell",
-    "task", "dataset", "model", "precision", "levels", "bits", "zero", "grid", "k",
-    "augment", "epochs", "seed", "lr", "width", "scale_rule",
-    "params", "params_quantized",
-    "train_loss", "val_loss", "val_acc", "best_val_acc", "test_acc", "val_ppl", "test_ppl",
-    "best_epoch", "diverged", "diverged_epoch", "loss_spikes", "max_val_acc_drop",
-    "final_minus_best", "flip_rate", "grad_norm", "weight_bits",
-    "fp32_bytes", "quantized_bytes", "packed_bytes", "stored_bytes", "compression",
-    "fit_seconds", "git_commit", "version", "torch_version", "device",
-)
+# The report's own columns (where a run came from, and what it derives from the label or the
+# sizes), then the RunResult fields it shows (suite.run.result: names, order and dtypes), with the
+# derived ones placed after the field they come from.
+_REPORT_COLUMNS = {"run_id": "str", "trial": "int", "state": "str", "status": "str", "error": "str",
+                   "cell": "str"}
+_DERIVED_AFTER = {"zero": {"grid": "str", "k": "int"}, "packed_bytes": {"stored_bytes": "float"}}
+
+
+def _column_dtypes() -> dict[str, str]:
+    dtypes = dict(_REPORT_COLUMNS)
+    for f in RESULT_FIELDS:
+        if f.column is not None:
+            dtypes[f.name] = f.column
+            dtypes.update(_DERIVED_AFTER.get(f.name, {}))
+    return dtypes
+
+
+_DTYPES = _column_dtypes()
+RESULT_COLUMNS: tuple[str, ...] = tuple(_DTYPES)
 CURVE_GROUP_COLUMNS: tuple[str, ...] = (
     "trial", "status", "task", "dataset", "model", "precision", "bits", "levels", "zero", "grid",
     "augment", "epochs", "seed", "lr", "width", "scale_rule", "params",
@@ -182,19 +167,6 @@ CURVE_METRICS: tuple[str, ...] = (
     "lr_epoch",
 )
 CURVE_COLUMNS: tuple[str, ...] = ("run_id", *CURVE_GROUP_COLUMNS, "epoch", *CURVE_METRICS)
-
-_INT_COLUMNS = ("trial", "levels", "k", "epochs", "seed", "best_epoch", "diverged_epoch")
-_FLOAT_COLUMNS = (
-    "bits", "lr", "width", "params", "params_quantized", "train_loss", "val_loss", "val_acc",
-    "best_val_acc", "test_acc", "val_ppl", "test_ppl", "loss_spikes", "max_val_acc_drop",
-    "final_minus_best", "flip_rate", "grad_norm", "weight_bits", "fp32_bytes", "quantized_bytes",
-    "packed_bytes", "stored_bytes", "compression", "fit_seconds",
-)
-_BOOL_COLUMNS = ("zero", "diverged")
-_STR_COLUMNS = (
-    "run_id", "state", "status", "error", "cell", "task", "dataset", "model", "precision", "grid",
-    "augment", "scale_rule", "git_commit", "version", "torch_version", "device",
-)
 
 # Config fields that are sweep axes by construction; other config fields join the grouping only
 # when they look like an axis (see setting_axes).
@@ -332,7 +304,7 @@ def _tidy_results(df: pd.DataFrame) -> pd.DataFrame:
     df["precision"] = [normalize_precision(v) for v in df["precision"]]
     labels = df["precision"]
     # Derive resolution columns from the label where the run did not record them, and always
-    # derive grid/k: the contract and suite.quant disagree on `zero` for bnn, the label does not.
+    # derive grid/k/zero: studies run before bnn's zero was settled recorded zero=true for it.
     levels = [precision_levels(x) for x in labels]
     df["levels"] = [lv if pd.isna(v) else v for v, lv in zip(df["levels"], levels, strict=True)]
     df["bits"] = [precision_bits(x) if pd.isna(v) else v for v, x in zip(df["bits"], labels,
@@ -346,15 +318,16 @@ def _tidy_results(df: pd.DataFrame) -> pd.DataFrame:
         text = df["val_ppl"].notna() if "val_ppl" in df else pd.Series(False, index=df.index)
         df["task"] = df["task"].where(df["task"].notna(), np.where(text, "text", "image"))
         df["augment"] = df["augment"].where(df["augment"].notna(), "none")
-    for col in _INT_COLUMNS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
-    for col in _FLOAT_COLUMNS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    for col in _BOOL_COLUMNS:
-        df[col] = pd.array([_as_bool(v) for v in df[col]], dtype="boolean")
-    for col in _STR_COLUMNS:
-        df[col] = df[col].astype(object).where(df[col].notna(), None)
-        df[col] = [None if v is None else str(v) for v in df[col]]
+    for col, dtype in _DTYPES.items():
+        if dtype == "int":
+            df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
+        elif dtype == "float":
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        elif dtype == "bool":
+            df[col] = pd.array([_as_bool(v) for v in df[col]], dtype="boolean")
+        else:
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
+            df[col] = [None if v is None else str(v) for v in df[col]]
     stored = df["packed_bytes"].where(df["packed_bytes"].notna(), df["quantized_bytes"])
     fp32 = df["precision"] == "fp32"
     stored = stored.where(~fp32 | stored.notna(), df["fp32_bytes"])
@@ -417,29 +390,22 @@ def setting_axes(frames: StudyFrames) -> list[str]:
 # --- loaders ---------------------------------------------------------------------------------
 
 
-def _open_storage(storage: Any) -> Any:
-    import optuna
-
-    if not isinstance(storage, (str, Path)):
-        return storage  # already a storage object
-    text = str(storage)
-    if "://" in text:
-        return text  # RDB URL: sqlite, postgresql, mysql
-    path = Path(text)
-    if not path.is_file():
-        raise FileNotFoundError(f"no Optuna storage at {text!r}: not a URL and not a journal file")
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
-    return optuna.storages.journal.JournalStorage(backend)
-
-
 def load_study(study_name: str, storage: Any) -> StudyFrames:
     """Read every trial of an Optuna study into tidy frames (the spec from study user_attrs).
 
-    ``storage`` is an RDB URL, a JournalStorage log file path or an Optuna storage object.
+    ``storage`` is an RDB URL, a JournalStorage log file path or an Optuna storage object. It is
+    only read: a journal file or SQLite database that does not exist is a FileNotFoundError.
     """
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=_open_storage(storage))
+    from suite.sweep.storage import describe, open_storage
+
+    if isinstance(storage, (str, Path)):
+        where = describe(str(storage))
+        storage = open_storage(str(storage), create=False)
+    else:
+        where = type(storage).__name__  # already a storage object
+    study = optuna.load_study(study_name=study_name, storage=storage)
     records = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -461,21 +427,10 @@ def load_study(study_name: str, storage: Any) -> StudyFrames:
     spec_yaml = study.user_attrs.get("spec_yaml")
     if spec is None and spec_yaml:
         spec = _parse_yaml(spec_yaml)
-    safe = str(storage) if isinstance(storage, (str, Path)) else type(storage).__name__
     return frames_from_records(
         records, spec=spec, spec_yaml=spec_yaml, study_name=study_name,
-        source=f"Optuna study {study_name!r} in {_redact(safe)}",
+        source=f"Optuna study {study_name!r} in {where}",
     )
-
-
-def _redact(url: str) -> str:
-    """Drop a password from a storage URL before it lands in a report."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 def _parse_yaml(text: str) -> dict | None:

@@ -39,8 +39,6 @@ from suite.sweep.queue import (
     GRACE_SECONDS,
     Heartbeat,
     claim,
-    describe,
-    open_storage,
     queue_lock,
     storage_url,
     sync_queue,
@@ -48,6 +46,7 @@ from suite.sweep.queue import (
 )
 from suite.sweep.slots import slot_identity
 from suite.sweep.spec import SweepSpec
+from suite.sweep.storage import describe, open_storage
 from suite.sweep.tuning import CellSampler, make_pruner, suggest
 
 _POLL_SECONDS = 2.0
@@ -259,6 +258,53 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
+def _work_inline(plan: WorkerPlan, counter: Any, progress: Progress) -> None:
+    """The one worker in this process, with a thread redrawing the progress line meanwhile."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(_POLL_SECONDS):
+            progress.poll()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        work(plan, counter)
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def _work_in_pool(plan: WorkerPlan, workers: int, ctx: Any, counter: Any,
+                  progress: Progress) -> None:
+    """``workers`` spawned worker processes, watched until all have ended. On Ctrl-C each gets
+    30 s to record its trial before it is terminated, and the KeyboardInterrupt goes on up."""
+    procs = [ctx.Process(target=_worker_entry, name=f"bitsweep-worker-{i}",
+                         args=(WorkerPlan(**{**plan.__dict__, "index": i}), counter, os.getpid()))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            if _INTERRUPTED.is_set():
+                raise KeyboardInterrupt
+            progress.poll()
+            for p in procs:
+                p.join(timeout=_POLL_SECONDS / len(procs))
+    except KeyboardInterrupt:
+        for p in procs:  # they got the Ctrl-C too: let them record their trials
+            p.join(timeout=30)
+        raise
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+    crashed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if crashed:
+        print(f"bitsweep: {len(crashed)} worker(s) exited with {crashed}; rerun the same "
+              "command to resume", file=sys.stderr)
+
+
 def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | None = None,
               n_trials: int | None = None, runs_root: Path = Path("runs"),
               threads: int | None = None, grace: float = GRACE_SECONDS) -> dict[str, Any]:
@@ -292,45 +338,9 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     counter = ctx.Value("i", 0)
     try:
         if workers == 1:
-            stop = threading.Event()
-
-            def watch() -> None:
-                while not stop.wait(_POLL_SECONDS):
-                    progress.poll()
-
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            try:
-                work(plan, counter)
-            finally:
-                stop.set()
-                watcher.join()
+            _work_inline(plan, counter, progress)
         else:
-            procs = [ctx.Process(target=_worker_entry, name=f"bitsweep-worker-{i}",
-                                 args=(WorkerPlan(**{**plan.__dict__, "index": i}), counter,
-                                       os.getpid()))
-                     for i in range(workers)]
-            for p in procs:
-                p.start()
-            try:
-                while any(p.is_alive() for p in procs):
-                    if _INTERRUPTED.is_set():
-                        raise KeyboardInterrupt
-                    progress.poll()
-                    for p in procs:
-                        p.join(timeout=_POLL_SECONDS / len(procs))
-            except KeyboardInterrupt:
-                for p in procs:  # they got the Ctrl-C too: let them record their trials
-                    p.join(timeout=30)
-                raise
-            finally:
-                for p in procs:
-                    if p.is_alive():
-                        p.terminate()
-            crashed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
-            if crashed:
-                print(f"bitsweep: {len(crashed)} worker(s) exited with {crashed}; rerun the same "
-                      "command to resume", file=sys.stderr)
+            _work_in_pool(plan, workers, ctx, counter, progress)
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -1,4 +1,4 @@
-"""Where a study lives, and the queue of its grid cells.
+"""The queue of a study's grid cells (opening its storage is suite.sweep.storage).
 
 Every (cell, repeat) of a sweep is a *slot*. The queue holds one Optuna trial per slot, enqueued as
 a WAITING trial whose user attributes carry the cell and its RunConfig; workers claim waiting
@@ -28,13 +28,15 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import optuna
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING
 
 from suite.sweep.slots import slot_identity, slot_key
-from suite.sweep.spec import SweepSpec
+from suite.sweep.storage import rdb_url, storage_file
+
+if TYPE_CHECKING:  # Optuna loads on first use: `bitsweep --help` reads GRACE_SECONDS from here
+    import optuna
+
+    from suite.sweep.spec import SweepSpec
 
 HEARTBEAT_SECONDS = 10.0
 GRACE_SECONDS = 60.0  # a trial silent this long on another host is taken as lost
@@ -43,59 +45,9 @@ MAX_LOST = 3          # a slot whose worker died this many times (e.g. killed fo
 _HEARTBEAT_KEY = "bitsweep:heartbeat"
 
 
-class StorageError(ValueError):
-    """The study's storage cannot be opened; the message says which and how to fix it."""
-
-
-def describe(url: str) -> str:
-    """The storage URL with any password hidden, for logs and reports."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
-
-
 def storage_url(spec: SweepSpec, override: str | None, runs_root: Path) -> str:
     """``--storage`` wins over the spec's ``storage``; the default is a journal file in runs/."""
     return override or spec.default_storage(runs_root)
-
-
-def _is_url(text: str) -> bool:
-    return "://" in text
-
-
-def rdb_url(url: str) -> str:
-    """Name a PostgreSQL driver that is installed: SQLAlchemy 2.1 reads a bare ``postgresql://``
-    as psycopg 3, while the ``postgres`` extra installs psycopg2."""
-    import importlib.util
-
-    for bare in ("postgres://", "postgresql://"):
-        if url.startswith(bare):
-            rest = url[len(bare):]
-            driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
-            return f"postgresql+{driver}://{rest}"
-    return url
-
-
-def open_storage(url: str) -> Any:
-    """An Optuna storage for a URL (sqlite, postgresql, mysql) or a journal file path."""
-    if _is_url(url):
-        url = rdb_url(url)
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except ImportError as err:
-            raise StorageError(f"storage {describe(url)}: driver missing ({err}); for PostgreSQL "
-                               "install the postgres extra: pip install 'bitsweep[postgres]'") from None
-        except Exception as err:  # SQLAlchemy's errors: bad URL, refused connection, bad login
-            raise StorageError(f"storage {describe(url)} cannot be opened: "
-                               f"{str(err).splitlines()[0]}") from None
-    path = Path(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Optuna holds this lock only for one append; a worker SIGKILLed inside one leaves the lock
-    # file behind, which the next process breaks after the grace period (Optuna's default, 30 s).
-    lock = optuna.storages.journal.JournalFileOpenLock(str(path), grace_period=10)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock))
 
 
 @contextlib.contextmanager
@@ -114,13 +66,10 @@ def queue_lock(url: str) -> Iterator[None]:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         engine.dispose()
         return
-    if url.startswith("sqlite:///"):
-        target = Path(url[len("sqlite:///"):])
-    elif _is_url(url):
+    target = storage_file(url)
+    if target is None:
         yield  # other servers: the WAITING -> RUNNING claim is still atomic
         return
-    else:
-        target = Path(url)
     lock_path = target.with_name(target.name + ".queue-lock")  # not ".lock": Optuna's journal uses it
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as fh:
@@ -170,6 +119,9 @@ def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
     Call it under ``queue_lock``. ``retry_crashed``: also enqueue slots whose run raised (done
     when a sweep command starts, since the user may have fixed the cause; not while it runs).
     """
+    import optuna
+    from optuna.trial import TrialState
+
     storage = study._storage  # noqa: SLF001 - Optuna exposes no public per-trial state setter
     now = time.time()
     by_slot: dict[str, list[optuna.trial.FrozenTrial]] = defaultdict(list)
@@ -216,6 +168,9 @@ def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
 def claim(study: optuna.Study) -> optuna.Trial | None:
     """Take one waiting trial, or None when the queue is empty. Never creates a trial: Study.ask
     would make an empty one when another worker wins the race for the last waiting trial."""
+    import optuna
+    from optuna.trial import TrialState
+
     storage = study._storage  # noqa: SLF001
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:

@@ -142,9 +142,75 @@ def _expand(grid: dict[str, Any], fixed: dict[str, Any], where: str,
     return out
 
 
-def _parse_tune(tune: Any, text: str) -> tuple[tuple[TuneParam, ...], int]:
+# --- one parser per top-level key ---------------------------------------------------------------
+#
+# parse_spec calls each with the key's value (its parameter default when the key is absent), the
+# file's text (for line numbers) and ``got``: the SweepSpec fields parsed so far, plus ``fixed``,
+# the RunConfig values every cell shares. Each returns the fields it adds.
+
+_Fields = dict[str, Any]
+
+
+def _parse_study(study: Any = None, *, text: str, got: _Fields) -> _Fields:
+    if not isinstance(study, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study or ""):
+        raise SpecError(f"study{_line_of(text, 'study')}: needs a name of letters, digits, '-', '_' "
+                        f"or '.', got {study!r}")
+    return {"study": study}
+
+
+def _parse_description(description: Any = None, *, text: str, got: _Fields) -> _Fields:
+    return {"description": str(description or "")}
+
+
+def _parse_fixed(fixed: Any = None, *, text: str, got: _Fields) -> _Fields:
+    fixed = fixed or {}
+    if not isinstance(fixed, dict):
+        raise SpecError(f"fixed{_line_of(text, 'fixed')}: expected a mapping, got {fixed!r}")
+    for key in fixed:
+        if key not in config_fields():
+            raise SpecError(f"fixed.{key}{_line_of(text, key)}: unknown RunConfig field; known: "
+                            f"{', '.join(sorted(config_fields()))}")
+    return {"fixed": {**fixed}}
+
+
+def _parse_wandb(wandb: Any = None, *, text: str, got: _Fields) -> _Fields:
+    wandb = wandb or {}
+    if not isinstance(wandb, dict) or set(wandb) - {"mode", "project"}:
+        raise SpecError(f"wandb: expected {{mode, project}}, got {wandb!r}")
+    fixed = {**got["fixed"]}  # a mode or project in fixed wins over the wandb section
+    if "mode" in wandb:
+        fixed.setdefault("wandb_mode", wandb["mode"])
+    fixed.setdefault("wandb_project", wandb.get("project", SweepSpec.wandb_project))
+    return {"fixed": fixed, "wandb_mode": fixed.get("wandb_mode", SweepSpec.wandb_mode),
+            "wandb_project": fixed["wandb_project"]}
+
+
+def _parse_grid(grids: Any = None, *, text: str, got: _Fields) -> _Fields:
+    if grids is None:
+        raise SpecError("grid: missing; give a mapping of RunConfig fields to lists of values")
+    grids = grids if isinstance(grids, list) else [grids]
+    if not grids:
+        raise SpecError("grid: the grid is empty")
+    cells: list[RunConfig] = []
+    seen: set[str] = set()
+    all_axes: set[str] = set()
+    expanded = []
+    for i, grid in enumerate(grids):
+        where = "grid" if len(grids) == 1 else f"grid[{i}]"
+        expanded.extend(_expand(grid, got["fixed"], where, text))
+    for _config, axes in expanded:
+        all_axes.update(axes)
+    for config, _axes in expanded:
+        key = cell_key(config, tuple(sorted(all_axes)))
+        if key not in seen:  # overlapping grids share cells; each cell runs once
+            seen.add(key)
+            cells.append(config)
+    return {"cells": tuple(cells), "axes": tuple(sorted(all_axes))}
+
+
+def _parse_tune(tune: Any = None, *, text: str, got: _Fields) -> _Fields:
     if tune is None:
-        return (), 1
+        return {"tune": (), "trials_per_cell": 1}
     if not isinstance(tune, dict):
         raise SpecError(f"tune{_line_of(text, 'tune')}: expected a mapping, got {tune!r}")
     tune = dict(tune)
@@ -169,7 +235,52 @@ def _parse_tune(tune: Any, text: str) -> tuple[tuple[TuneParam, ...], int]:
                             f"got low={low}, high={high}")
         kind = "int" if known[name].startswith("int") else "float"
         params.append(TuneParam(name, float(low), float(high), log, kind))
-    return tuple(params), trials
+    return {"tune": tuple(params), "trials_per_cell": trials}
+
+
+def _parse_objective(objective: Any = None, *, text: str, got: _Fields) -> _Fields:
+    objective = objective or {}
+    if not isinstance(objective, dict) or set(objective) - {"metric", "direction"}:
+        raise SpecError(f"objective: expected {{metric, direction}}, got {objective!r}")
+    metric = objective.get("metric", SweepSpec.metric)
+    if metric not in OBJECTIVE_METRICS:
+        raise SpecError(f"objective.metric: {metric!r} is not one of {', '.join(OBJECTIVE_METRICS)}")
+    direction = objective.get("direction", "minimize" if "loss" in metric or "ppl" in metric
+                              else "maximize")
+    if direction not in ("maximize", "minimize"):
+        raise SpecError(f"objective.direction: {direction!r}; use maximize or minimize")
+    return {"metric": metric, "direction": direction}
+
+
+def _parse_pruner(pruner: Any = None, *, text: str, got: _Fields) -> _Fields:
+    pruner = str(pruner or SweepSpec.pruner).lower()
+    if pruner not in PRUNERS:
+        raise SpecError(f"pruner: {pruner!r}; use one of {', '.join(PRUNERS)}")
+    if pruner != "none" and not got["raw"].get("tune"):
+        raise SpecError(f"pruner{_line_of(text, 'pruner')}: {pruner!r} needs a tune section; a pure "
+                        "grid is meant to be complete, so it runs every cell to the end")
+    return {"pruner": pruner}
+
+
+def _parse_storage(storage: Any = None, *, text: str, got: _Fields) -> _Fields:
+    if storage is not None and not isinstance(storage, str):
+        raise SpecError(f"storage: expected a URL string or null, got {storage!r}")
+    return {"storage": storage}
+
+
+def _parse_workers(workers: Any = SweepSpec.workers, *, text: str, got: _Fields) -> _Fields:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise SpecError(f"workers: must be an integer >= 1, got {workers!r}")
+    return {"workers": workers}
+
+
+# The order they run in: fixed and wandb before grid (its cells take their values), tune before
+# pruner. Error messages list the keys in TOP_KEYS order, as a sweep file is written.
+_PARSERS = {
+    "study": _parse_study, "description": _parse_description, "fixed": _parse_fixed,
+    "wandb": _parse_wandb, "grid": _parse_grid, "tune": _parse_tune, "objective": _parse_objective,
+    "pruner": _parse_pruner, "storage": _parse_storage, "workers": _parse_workers,
+}
 
 
 def parse_spec(raw: Any, *, text: str = "", path: str | None = None) -> SweepSpec:
@@ -179,74 +290,11 @@ def parse_spec(raw: Any, *, text: str = "", path: str | None = None) -> SweepSpe
     if unknown:
         k = unknown[0]
         raise SpecError(f"unknown key {k!r}{_line_of(text, k)}; known keys: {', '.join(TOP_KEYS)}")
-    study = raw.get("study")
-    if not isinstance(study, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study or ""):
-        raise SpecError(f"study{_line_of(text, 'study')}: needs a name of letters, digits, '-', '_' "
-                        f"or '.', got {study!r}")
-    fixed = raw.get("fixed") or {}
-    if not isinstance(fixed, dict):
-        raise SpecError(f"fixed{_line_of(text, 'fixed')}: expected a mapping, got {fixed!r}")
-    for key in fixed:
-        if key not in config_fields():
-            raise SpecError(f"fixed.{key}{_line_of(text, key)}: unknown RunConfig field; known: "
-                            f"{', '.join(sorted(config_fields()))}")
-    wandb = raw.get("wandb") or {}
-    if not isinstance(wandb, dict) or set(wandb) - {"mode", "project"}:
-        raise SpecError(f"wandb: expected {{mode, project}}, got {wandb!r}")
-    fixed = {**fixed}
-    if "mode" in wandb:
-        fixed.setdefault("wandb_mode", wandb["mode"])
-    fixed.setdefault("wandb_project", wandb.get("project", "bitsweep"))
-    grids = raw.get("grid")
-    if grids is None:
-        raise SpecError("grid: missing; give a mapping of RunConfig fields to lists of values")
-    grids = grids if isinstance(grids, list) else [grids]
-    if not grids:
-        raise SpecError("grid: the grid is empty")
-    cells: list[RunConfig] = []
-    seen: set[str] = set()
-    all_axes: set[str] = set()
-    expanded = []
-    for i, grid in enumerate(grids):
-        where = "grid" if len(grids) == 1 else f"grid[{i}]"
-        expanded.extend(_expand(grid, fixed, where, text))
-    for _config, axes in expanded:
-        all_axes.update(axes)
-    for config, _axes in expanded:
-        key = cell_key(config, tuple(sorted(all_axes)))
-        if key not in seen:  # overlapping grids share cells; each cell runs once
-            seen.add(key)
-            cells.append(config)
-    tune, trials = _parse_tune(raw.get("tune"), text)
-    objective = raw.get("objective") or {}
-    if not isinstance(objective, dict) or set(objective) - {"metric", "direction"}:
-        raise SpecError(f"objective: expected {{metric, direction}}, got {objective!r}")
-    metric = objective.get("metric", "val_acc")
-    if metric not in OBJECTIVE_METRICS:
-        raise SpecError(f"objective.metric: {metric!r} is not one of {', '.join(OBJECTIVE_METRICS)}")
-    direction = objective.get("direction", "minimize" if "loss" in metric or "ppl" in metric
-                              else "maximize")
-    if direction not in ("maximize", "minimize"):
-        raise SpecError(f"objective.direction: {direction!r}; use maximize or minimize")
-    pruner = str(raw.get("pruner") or "none").lower()
-    if pruner not in PRUNERS:
-        raise SpecError(f"pruner: {pruner!r}; use one of {', '.join(PRUNERS)}")
-    if pruner != "none" and not raw.get("tune"):
-        raise SpecError(f"pruner{_line_of(text, 'pruner')}: {pruner!r} needs a tune section; a pure "
-                        "grid is meant to be complete, so it runs every cell to the end")
-    storage = raw.get("storage")
-    if storage is not None and not isinstance(storage, str):
-        raise SpecError(f"storage: expected a URL string or null, got {storage!r}")
-    workers = raw.get("workers", 1)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise SpecError(f"workers: must be an integer >= 1, got {workers!r}")
-    return SweepSpec(
-        study=study, cells=tuple(cells), tune=tune, trials_per_cell=trials, metric=metric,
-        direction=direction, pruner=pruner, storage=storage, workers=workers,
-        wandb_mode=fixed.get("wandb_mode", "offline"), wandb_project=fixed["wandb_project"],
-        description=str(raw.get("description") or ""), axes=tuple(sorted(all_axes)), raw=raw,
-        path=path,
-    )
+    got: _Fields = {"raw": raw, "path": path}
+    for key, parse in _PARSERS.items():
+        got.update(parse(raw[key], text=text, got=got) if key in raw else parse(text=text, got=got))
+    del got["fixed"]  # in every cell now
+    return SweepSpec(**got)
 
 
 def load_spec(path: str | Path) -> SweepSpec:

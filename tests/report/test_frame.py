@@ -11,7 +11,6 @@ import pytest
 
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, load_run_dirs, load_study
 from suite.report.frame import (
-    _redact,
     bit_budget,
     frames_from_records,
     grid_kind,
@@ -21,6 +20,7 @@ from suite.report.frame import (
     setting_axes,
 )
 from suite.report.tables import latex_escape, to_latex, to_markdown
+from suite.sweep.storage import describe
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_load_study_sqlite_fail_without_config(tmp_path):
 
 
 def test_redact_password():
-    assert _redact("postgresql+psycopg2://u:secret@127.0.0.1:5432/db") == \
+    assert describe("postgresql+psycopg2://u:secret@127.0.0.1:5432/db") == \
         "postgresql+psycopg2://u:***@127.0.0.1:5432/db"
 
 

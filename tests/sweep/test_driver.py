@@ -19,8 +19,8 @@ from optuna.trial import TrialState
 from suite.cli import main
 from suite.run.result import CONTRACT_FIELDS
 from suite.sweep import run_sweep
-from suite.sweep.queue import open_storage
 from suite.sweep.spec import load_spec
+from suite.sweep.storage import open_storage
 
 ROOT = Path(__file__).parents[2]
 FIXED = {"dataset": "digits", "epochs": 1, "batch_size": 256, "width": 0.5,

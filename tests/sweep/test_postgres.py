@@ -12,8 +12,8 @@ import optuna
 from optuna.trial import TrialState
 
 from suite.sweep import run_sweep
-from suite.sweep.queue import open_storage
 from suite.sweep.spec import load_spec
+from suite.sweep.storage import open_storage
 
 ROOT = Path(__file__).parents[2]
 

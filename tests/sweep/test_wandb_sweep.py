@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from suite.cli import main
-from suite.sweep.queue import open_storage
 from suite.sweep.spec import load_spec
+from suite.sweep.storage import open_storage
 from suite.sweep.wandb import config_for, wandb_sweep_config
 
 ROOT = Path(__file__).parents[2]
