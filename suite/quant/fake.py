@@ -7,13 +7,22 @@ land one ulp off the grid); the backward pass is the identity for the weights, a
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+# ParetoQ's StretchedElasticQuant constants, in its units of the clip value alpha = N * s / 2: a
+# weight with |w| / alpha above _SEQ_CLIP counts as clipped, and alpha never drops below
+# _SEQ_ALPHA_MIN in the forward pass (a step trained down to 0 would divide by zero).
+_SEQ_CLIP = 1 - 1e-2
+_SEQ_ALPHA_MIN = 1e-5
 
 
 def level_indices(w: torch.Tensor, n: int, scale: torch.Tensor, *,
                   out: torch.Tensor | None = None) -> torch.Tensor:
     """Index 0..N-1 of the nearest grid level. Even N has no zero level, so a weight of exactly 0
-    maps to -s/2 (index N/2 - 1), never to 0: binary never silently becomes ternary.
+    maps to -s/2 or +s/2 (index N/2 - 1 or N/2: round half to even picks the even one), never to
+    0: binary never silently becomes ternary.
 
     Computed as ``clamp(round(w / s + (N-1)/2), 0, N-1)``, in place on one fresh tensor: a chain of
     out-of-place ops allocated a new weight-sized tensor per op, which cost several times the
@@ -64,12 +73,58 @@ class _LearnedStep(torch.autograd.Function):
         dq_ds = (idx - half) - v * inside
         g = grad * dq_ds
         gscale = 1.0 / (max(v.numel() / max(s.numel(), 1), 1) * max(half, 0.5)) ** 0.5
-        if s.dim() == 0 or s.numel() == 1:
-            grad_s = g.sum().reshape(s.shape) * gscale
-        else:
-            dims = tuple(d for d in range(g.dim()) if s.shape[d] == 1)
-            grad_s = g.sum(dim=dims, keepdim=True) * gscale
-        return grad_w, grad_s, None
+        return grad_w, _sum_to(g, s) * gscale, None
+
+
+def _sum_to(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``g`` summed down to the shape of the step ``s`` (scalar, or one per output channel)."""
+    if s.dim() == 0 or s.numel() == 1:
+        return g.sum().reshape(s.shape)
+    dims = tuple(d for d in range(g.dim()) if s.shape[d] == 1)
+    return g.sum(dim=dims, keepdim=True)
+
+
+def stretched_step(step: torch.Tensor, n: int) -> torch.Tensor:
+    """The step ``seq`` quantises with: ``step`` floored where ParetoQ floors alpha. The layers
+    read the stored grid step from here too, so a packed file holds the step the forward used."""
+    return torch.clamp_min(step, 2 * _SEQ_ALPHA_MIN / n)
+
+
+class _StretchedStep(torch.autograd.Function):
+    """ParetoQ's stretched elastic quantiser with the step ``s = 2 alpha / N`` as the parameter.
+
+    Forward: the suite's grid with step ``s``, which puts ParetoQ's levels (the centres of N equal
+    bins on [-alpha, alpha]) in the same places. Backward: ParetoQ's, in units of ``s``:
+    straight-through for ``|w| <= 0.99 alpha`` and zero beyond; the step gets
+    ``sum(grad * t) / sqrt(numel * max(1, (N-1)//2))`` with ``t = (i - (N-1)/2) - w/s`` inside and
+    ``+-N/2 * Qp`` beyond, ``Qp = (N/2 - shift) / (N/2)`` (shift 1/2 for even N, 0 for odd N), which is
+    ParetoQ's ``dq/dalpha`` times ``dalpha/ds = N/2``. For even N, ``N/2 * Qp`` is the outermost
+    level (the true derivative, as in LSQ); for odd N ParetoQ's Qp is 1, so a clipped weight pulls
+    the step by N/2, half a step more than the outermost level: kept, to match ParetoQ."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, step: torch.Tensor, n: int) -> torch.Tensor:  # noqa: ANN001
+        s = stretched_step(step, n)
+        half = (n - 1) / 2
+        v = w / s
+        idx = torch.clamp(torch.round(v + half), 0, n - 1)
+        ctx.save_for_backward(v, idx, s)
+        ctx.n = n
+        return (idx - half) * s
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        v, idx, s = ctx.saved_tensors
+        n = ctx.n
+        half = (n - 1) / 2
+        edge = _SEQ_CLIP * n / 2
+        top = half if n % 2 == 0 else n / 2
+        below, above = v < -edge, v > edge
+        inside = ~(below | above)  # NaN counts as inside, as in ParetoQ (1 - small - big)
+        dq_ds = torch.where(inside, (idx - half) - v, (above.to(v.dtype) - below.to(v.dtype)) * top)
+        # ParetoQ scales by the whole tensor's size even with one alpha per row
+        gscale = 1.0 / math.sqrt(v.numel() * max(1, (n - 1) // 2))
+        return grad * inside, _sum_to(grad * dq_ds, s) * gscale, None
 
 
 def fake_quantize(w: torch.Tensor, n: int, scale: torch.Tensor, *,
@@ -86,6 +141,11 @@ def fake_quantize(w: torch.Tensor, n: int, scale: torch.Tensor, *,
 
 def fake_quantize_learned(w: torch.Tensor, n: int, step: torch.Tensor) -> torch.Tensor:
     return _LearnedStep.apply(w, step, n)
+
+
+def fake_quantize_stretched(w: torch.Tensor, n: int, step: torch.Tensor) -> torch.Tensor:
+    """``seq``: grid value of ``w`` on step ``stretched_step(step, n)``, ParetoQ's SEQ gradients."""
+    return _StretchedStep.apply(w, step, n)
 
 
 def fake_binarize(p: torch.Tensor) -> torch.Tensor:

@@ -21,10 +21,12 @@ from suite.quant.fake import (
     fake_binarize,
     fake_quantize,
     fake_quantize_learned,
+    fake_quantize_stretched,
     level_indices,
+    stretched_step,
 )
 from suite.quant.resolution import FP32, Resolution, parse_resolution
-from suite.quant.scale import DEFAULT_SCALE_RULE, check_scale_rule, compute_scale
+from suite.quant.scale import DEFAULT_SCALE_RULE, LEARNED_RULES, check_scale_rule, compute_scale
 
 # Axes a bnn conv layer normalises over. The paper says "the features of each example"; for a
 # (N, C, H, W) output that can mean:
@@ -104,14 +106,16 @@ class QuantMixin:
         # them as they are: requantising would recompute the scale from the grid values.
         self.frozen = False
         res = qconfig.resolution
-        if res.kind == "levels" and qconfig.scale_rule == "lsq":
-            s = compute_scale(self.weight, res.n, "lsq", qconfig.per_channel)
+        if res.kind == "levels" and qconfig.scale_rule in LEARNED_RULES:
+            s = compute_scale(self.weight, res.n, qconfig.scale_rule, qconfig.per_channel)
             self.step = nn.Parameter(s.clone())
         else:
             self.register_parameter("step", None)
 
     def _scale(self, w: torch.Tensor, workspace: torch.Tensor | None = None) -> torch.Tensor:
         if self.step is not None:
+            if self.qconfig.scale_rule == "seq":
+                return stretched_step(self.step, self.qconfig.resolution.n)
             return self.step
         return compute_scale(w, self.qconfig.resolution.n, self.qconfig.scale_rule,
                              self.qconfig.per_channel, workspace=workspace)
@@ -124,6 +128,8 @@ class QuantMixin:
         if res.kind == "bnn":
             return fake_binarize(w)
         if self.step is not None:
+            if self.qconfig.scale_rule == "seq":
+                return fake_quantize_stretched(w, res.n, self.step)
             return fake_quantize_learned(w, res.n, self.step)
         # One fresh buffer per forward serves as the scale's scratch space and then receives the
         # quantised weight: one weight-sized allocation instead of three.

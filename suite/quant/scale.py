@@ -15,6 +15,15 @@ does not grow with N clips the large weights, so 4 bits buys nothing over 1 (doc
 ``lsq``
     learned step size (Esser et al., LSQ), initialised from ``gauss`` and trained with the LSQ
     gradient; the step is an fp32 parameter of the layer.
+``seq``
+    ParetoQ's stretched elastic quantiser (Liu et al. 2025, arXiv 2502.02631; ``StretchedElasticQuant``
+    in facebookresearch/ParetoQ ``models/utils_quant.py``). ParetoQ learns a clip value ``alpha`` and
+    cuts ``[-alpha, alpha]`` into N equal bins with a level at each bin's centre, so its levels are
+    this suite's grid with ``s = 2 * alpha / N`` (the outermost level sits half a step inside the
+    clip). The layer learns ``s`` itself, initialised as ParetoQ initialises ``alpha``: ``max|w|``,
+    i.e. ``s = 2 * max|w| / N``. Its gradient (``fake.fake_quantize_stretched``) is ParetoQ's, carried
+    over to ``s`` by the chain rule. One rule for every N >= 2, where ParetoQ uses SEQ only at N = 3
+    and 4 (1.58 and 2 bits) and other quantisers at 1, 3 and 4 bits: docs/papers.md §3.3.
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ from functools import cache
 
 import torch
 
-SCALE_RULES = ("gauss", "absmean", "absmax", "lsq")
+SCALE_RULES = ("gauss", "absmean", "absmax", "lsq", "seq")
+LEARNED_RULES = ("lsq", "seq")  # rules whose step is a parameter of the layer
 DEFAULT_SCALE_RULE = "gauss"
 _MIN_SCALE = 1e-8  # an all-zero tensor still gets a non-degenerate grid
 
@@ -120,7 +130,7 @@ def compute_scale(w: torch.Tensor, n: int, rule: str, per_channel: bool = False,
                   workspace: torch.Tensor | None = None) -> torch.Tensor:
     """The grid step ``s`` for ``w`` (scalar, or shape (C, 1, ...) per output channel).
 
-    ``lsq`` returns its initial value; the layer then owns it as a parameter. ``workspace``: a
+    ``lsq`` and ``seq`` return their initial value; the layer then owns it as a parameter. ``workspace``: a
     scratch tensor shaped like ``w`` to use instead of allocating one (its contents are
     overwritten; the layers pass the buffer that then receives the quantised weight).
     """
@@ -130,6 +140,9 @@ def compute_scale(w: torch.Tensor, n: int, rule: str, per_channel: bool = False,
         s = _stat(w, per_channel, "std", workspace).mul_(gaussian_step(n))
     elif rule == "absmean":
         s = _stat(w, per_channel, "absmean", workspace).mul_(2.0 / (n - 1))
+    elif rule == "seq":
+        # alpha = max|w| is the outer edge of the outermost bin, not its level: N bins, not N - 1 steps
+        s = _stat(w, per_channel, "absmax", workspace).mul_(2.0 / n)
     else:
         s = _stat(w, per_channel, "absmax", workspace).mul_(2.0 / (n - 1))
     return s.clamp_min_(_MIN_SCALE)
