@@ -6,8 +6,12 @@ Fixed splits (all independent of the run seed, so val/test never move between ru
 - cifar10: val = 1/10 of train (5,000 of 50,000), stratified; test = test_batch.
 - stdlib-text, tinyshakespeare: one text cut 90/5/5 into train/val/test, in order.
 - wikitext2, wikitext103: the official wiki.train/valid/test.raw files.
+- food101: val = 1/10 of meta/train.txt (7,575 of 75,750), stratified; test = meta/test.txt.
 `subset=n` keeps n seeded examples per class of train for images, and the first n windows of
 train for text (`seed` unused there: the text stays contiguous). val and test are never cut.
+food101 decodes only the subset's train images, so its channel statistics come from them.
+Text corpora come as char tokens or as WordPiece tokens learnt from their train split
+(suite/data/wordpiece.py); either way in windows of block_size, targets shifted by one.
 """
 
 from __future__ import annotations
@@ -23,17 +27,20 @@ from suite.data.cifar import read_cifar10
 from suite.data.corpora import stdlib_corpus
 from suite.data.errors import DatasetError
 from suite.data.fetch import ensure_files
+from suite.data.food101 import DEFAULT_IMAGE_SIZE, load_food101
 from suite.data.idx import read_idx
 from suite.data.images import SPLIT_SEED, build_image_splits
 from suite.data.paths import resolve_data_dir
 from suite.data.splits import DataSplits, stratified_holdout
 from suite.data.text import build_text_splits, contiguous_split, normalise_text, normalise_utf8
+from suite.data.wordpiece import DEFAULT_VOCAB_SIZE, build_wordpiece_splits
 
 # Held-out val as a fraction of train: 5,000 images on the real MNIST-likes (60,000) and CIFAR-10
 # (50,000); fractions keep the rule meaningful on the small files the tests serve.
 _VAL_MNIST = 1 / 12
 _VAL_CIFAR = 1 / 10
 _TEXT_FRACTIONS = (0.90, 0.05, 0.05)
+TOKENIZERS: tuple[str, ...] = ("char", "wordpiece")
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -115,24 +122,46 @@ def _cifar10(data_dir: Path, download: bool, subset: int | None, seed: int, **_)
     )
 
 
-def _stdlib_text(block_size: int, subset: int | None, **_) -> DataSplits:
+def _food101(
+    data_dir: Path, download: bool, subset: int | None, seed: int, image_size: int | None, **_
+) -> DataSplits:
+    return load_food101(data_dir, download, subset, seed, image_size or DEFAULT_IMAGE_SIZE)
+
+
+def _text_splits(
+    name: str,
+    parts: tuple[bytes, ...],
+    block_size: int,
+    subset: int | None,
+    *,
+    data_dir: Path,
+    tokenizer: str,
+    vocab_size: int | None,
+    **_,
+) -> DataSplits:
+    if tokenizer == "wordpiece":
+        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
+        return build_wordpiece_splits(name, parts, block_size, subset, data_dir, vocab_size)
+    return build_text_splits(name, parts, block_size, subset)
+
+
+def _stdlib_text(block_size: int, subset: int | None, **options) -> DataSplits:
     parts = contiguous_split(normalise_text(stdlib_corpus()), _TEXT_FRACTIONS)
-    return build_text_splits("stdlib-text", parts, block_size, subset)
+    return _text_splits("stdlib-text", parts, block_size, subset, **options)
 
 
 def _tinyshakespeare(
-    data_dir: Path, download: bool, block_size: int, subset: int | None, **_
+    data_dir: Path, download: bool, block_size: int, subset: int | None, **options
 ) -> DataSplits:
     path = ensure_files("tinyshakespeare", data_dir, download) / "input.txt"
     text = normalise_utf8(path.read_bytes(), str(path))
-    return build_text_splits(
-        "tinyshakespeare", contiguous_split(text, _TEXT_FRACTIONS), block_size, subset
-    )
+    parts = contiguous_split(text, _TEXT_FRACTIONS)
+    return _text_splits("tinyshakespeare", parts, block_size, subset, data_dir=data_dir, **options)
 
 
 def _wikitext(name: str, archive: str) -> Callable[..., DataSplits]:
     def load(
-        data_dir: Path, download: bool, block_size: int, subset: int | None, **_
+        data_dir: Path, download: bool, block_size: int, subset: int | None, **options
     ) -> DataSplits:
         path = ensure_files(name, data_dir, download) / archive
         try:
@@ -146,7 +175,7 @@ def _wikitext(name: str, archive: str) -> Callable[..., DataSplits]:
             raise DatasetError(
                 f"{path} is not a zip archive ({exc}); delete it, fetch again"
             ) from exc
-        return build_text_splits(name, parts, block_size, subset)
+        return _text_splits(name, parts, block_size, subset, data_dir=data_dir, **options)
 
     return load
 
@@ -155,6 +184,7 @@ _LOADERS: dict[str, Callable[..., DataSplits]] = {
     "cifar10": _cifar10,
     "digits": _digits,
     "fashion-mnist": _idx_dataset("fashion-mnist", "natural"),
+    "food101": _food101,
     "mnist": _idx_dataset("mnist", "digit"),
     "stdlib-text": _stdlib_text,
     "tinyshakespeare": _tinyshakespeare,
@@ -164,11 +194,40 @@ _LOADERS: dict[str, Callable[..., DataSplits]] = {
 DATASETS: tuple[str, ...] = tuple(sorted(_LOADERS))
 EMBEDDED: tuple[str, ...] = ("digits", "stdlib-text")  # never need a file or the network
 TEXT_DATASETS: tuple[str, ...] = ("stdlib-text", "tinyshakespeare", "wikitext103", "wikitext2")
+RESIZABLE: tuple[str, ...] = ("food101",)  # decoded from files of any size: image_size applies
 
 
 def dataset_task(name: str) -> str:
     """``text`` for the corpora (token windows), ``image`` for the rest."""
     return "text" if name in TEXT_DATASETS else "image"
+
+
+def _positive_or_none(field: str, value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DatasetError(f"{field}={value!r} must be a positive integer or None")
+
+
+def _check_options(name: str, image_size: int | None, tokenizer: str, vocab_size: int | None) -> None:
+    """Refuse options the dataset has no use for: silently ignoring one would mislabel a run."""
+    _positive_or_none("image_size", image_size)
+    _positive_or_none("vocab_size", vocab_size)
+    if image_size is not None and name not in RESIZABLE:
+        raise DatasetError(
+            f"image_size={image_size} applies only to {', '.join(RESIZABLE)}; {name!r} has a fixed "
+            "size, leave image_size=None"
+        )
+    if tokenizer not in TOKENIZERS:
+        raise DatasetError(f"tokenizer={tokenizer!r} is unknown; choose one of {', '.join(TOKENIZERS)}")
+    if tokenizer != "char" and name not in TEXT_DATASETS:
+        raise DatasetError(
+            f"tokenizer={tokenizer!r} applies only to the text corpora ({', '.join(TEXT_DATASETS)}); "
+            f"{name!r} is an image dataset, use tokenizer='char' (the default)"
+        )
+    if vocab_size is not None and tokenizer != "wordpiece":
+        raise DatasetError(
+            f"vocab_size={vocab_size} applies only to tokenizer='wordpiece'; the char vocabulary "
+            "is the corpus's own characters, leave vocab_size=None"
+        )
 
 
 def load_dataset(
@@ -179,6 +238,9 @@ def load_dataset(
     seed: int = 0,
     block_size: int = 64,
     download: bool = True,
+    image_size: int | None = None,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
 ) -> DataSplits:
     """Load dataset `name` as CPU tensors split into train/val/test (see the module doc).
 
@@ -186,15 +248,21 @@ def load_dataset(
     else ~/.cache/bitsweep/data. subset: n examples per class of train (images) or the first n
     windows of train (text). seed: picks the subset only. block_size: text window length.
     download: False never touches the network and raises DatasetError if files are missing.
+    image_size: side of the square images of food101 (None: 32; paper 1: 256). tokenizer: "char"
+    or "wordpiece" for the text corpora. vocab_size: WordPiece vocabulary (None: 30,522).
     """
     if name not in _LOADERS:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if subset is not None and subset < 1:
         raise DatasetError(f"subset={subset} must be a positive count or None")
+    _check_options(name, image_size, tokenizer, vocab_size)
     return _LOADERS[name](
         data_dir=resolve_data_dir(data_dir),
         download=download,
         subset=subset,
         seed=seed,
         block_size=block_size,
+        image_size=image_size,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
     )

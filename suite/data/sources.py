@@ -65,6 +65,16 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
             md5="c58f30108f718f92721af3b95e74349a",  # published on the CIFAR page
         ),
     ),
+    "food101": (
+        RemoteFile(
+            "food-101.tar.gz",
+            # The ETH Zurich vision group's own host, the only one known; about 5 GB.
+            ("http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",),
+            # The value in wide use (torchvision verifies the same one); a mismatch names both
+            # values, so a user holding a different copy can judge.
+            md5="85eeb15f3717b99a5da872d97d918f87",
+        ),
+    ),
     "tinyshakespeare": (
         RemoteFile(
             "input.txt",

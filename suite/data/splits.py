@@ -36,12 +36,15 @@ class DataSplits:
     image_kind: str | None  # "digit" or "natural"; None for text
     checksum: str
     vocab: str | None = None  # char corpora: the characters, index = token id
+    # Text: "char" or "wordpiece"; loss and perplexity are per token of this tokenizer.
+    tokenizer: str | None = None
 
     def __repr__(self) -> str:
         sizes = "/".join(str(len(t)) for t in (self.train_y, self.val_y, self.test_y))
+        tokens = f"tokenizer={self.tokenizer}, " if self.tokenizer else ""
         return (
             f"DataSplits({self.name!r}, {self.task}, train/val/test={sizes}, "
-            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes}, {tokens}"
             f"checksum={self.checksum[:12]}...)"
         )
 

@@ -112,14 +112,21 @@ def contiguous_split(data: bytes, fractions: tuple[float, float, float]) -> tupl
     return data[:a], data[a:b], data[b:]
 
 
-def build_text_splits(
-    name: str, parts: tuple[bytes, ...], block_size: int, subset: int | None
+def build_token_splits(
+    name: str,
+    tokens: tuple[torch.Tensor, ...],
+    block_size: int,
+    subset: int | None,
+    *,
+    num_classes: int,
+    tokenizer: str,
+    vocab: str | None = None,
 ) -> DataSplits:
-    """DataSplits of normalised train/val/test text; `subset` keeps the first n train windows."""
-    vocab = build_vocab(*parts)
+    """DataSplits of train/val/test token ids of any tokenizer; `subset` keeps the first n train
+    windows."""
     tensors = {}
-    for split, part in zip(("train", "val", "test"), parts, strict=True):
-        x, y = lm_windows(encode(part, vocab), block_size, split)
+    for split, ids in zip(("train", "val", "test"), tokens, strict=True):
+        x, y = lm_windows(ids, block_size, split)
         if split == "train" and subset is not None:
             if subset > len(x):
                 raise DatasetError(
@@ -132,8 +139,20 @@ def build_text_splits(
         name,
         "text",
         tensors,
-        num_classes=len(vocab),
+        num_classes=num_classes,
         input_shape=(block_size,),
         image_kind=None,
         vocab=vocab,
+        tokenizer=tokenizer,
+    )
+
+
+def build_text_splits(
+    name: str, parts: tuple[bytes, ...], block_size: int, subset: int | None
+) -> DataSplits:
+    """DataSplits of char tokens of normalised train/val/test text (see build_token_splits)."""
+    vocab = build_vocab(*parts)
+    tokens = tuple(encode(part, vocab) for part in parts)
+    return build_token_splits(
+        name, tokens, block_size, subset, num_classes=len(vocab), tokenizer="char", vocab=vocab
     )

@@ -1,5 +1,6 @@
 """Fixtures for the data-layer tests: a sandboxed cache, and a real HTTP server on loopback
-serving small files in the real dataset formats (IDX gz, CIFAR-10 python tarball, text, zip)."""
+serving small files in the real dataset formats (IDX gz, CIFAR-10 python tarball, text, zip,
+the Food-101 tarball of JPEGs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import http.server
 import io
 import pickle
+import shutil
 import struct
 import tarfile
 import threading
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from suite.data import sources
 from suite.data.sources import RemoteFile
@@ -144,11 +147,63 @@ def make_wikitext_zip(path: Path, folder: str = "wikitext-2-raw") -> None:
             zf.writestr(f"{folder}/wiki.{split}.raw", text.encode("utf-8"))
 
 
+FOOD_CLASSES = ("apple_pie", "bibimbap", "sushi")  # real Food-101 names, in its sorted order
+FOOD_PER_CLASS = {"train": 10, "test": 3}
+_FOOD_SIZES = ((64, 48), (48, 64), (40, 40))  # (width, height): landscape, portrait, square
+
+
+def make_food101_tree(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A Food-101 tree in the official layout under `root` (= .../food-101): JPEGs whose left and
+    right halves are two flat colours, so decoded pixels are known up to JPEG error and a
+    transposed image shows; every fourth image is grayscale. Returns id -> uint8 (2, 3) colours."""
+    colours, lists = {}, {"train": [], "test": []}
+    for cls in FOOD_CLASSES:
+        (root / "images" / cls).mkdir(parents=True)
+        for split, count in FOOD_PER_CLASS.items():
+            for _ in range(count):
+                image_id = f"{cls}/{100_000 + len(colours) * 7919}"
+                gray = len(colours) % 4 == 3
+                pair = rng.integers(0, 256, (2, 1 if gray else 3), dtype=np.uint8)
+                width, height = _FOOD_SIZES[len(colours) % len(_FOOD_SIZES)]
+                pixels = np.empty((height, width, pair.shape[1]), dtype=np.uint8)
+                pixels[:, : width // 2], pixels[:, width // 2 :] = pair[0], pair[1]
+                image = Image.fromarray(pixels[..., 0] if gray else pixels, "L" if gray else "RGB")
+                # subsampling=0 (4:4:4): no chroma bleeding across the colour edge.
+                image.save(root / "images" / f"{image_id}.jpg", quality=95, subsampling=0)
+                colours[image_id] = np.repeat(pair, 3 // pair.shape[1], axis=1)
+                lists[split].append(image_id)
+    (root / "meta").mkdir()
+    (root / "meta" / "classes.txt").write_text("".join(f"{c}\n" for c in FOOD_CLASSES))
+    for split, ids in lists.items():
+        (root / "meta" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    (root / "README.txt").write_text("Food-101 test tree\n")
+    return colours
+
+
+def make_food101_archive(path: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """food-101.tar.gz at `path` holding a make_food101_tree tree as food-101/; returns its
+    colours. The tree is built beside the archive and removed."""
+    staging = path.parent / "food-101-staging"
+    colours = make_food101_tree(staging / "food-101", rng)
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(staging / "food-101", arcname="food-101")
+    shutil.rmtree(staging)
+    return colours
+
+
+@pytest.fixture
+def food101_tree():
+    """make_food101_tree, for tests that lay out an extracted tree themselves."""
+    return make_food101_tree
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-DOWNLOADABLE = ("cifar10", "fashion-mnist", "mnist", "tinyshakespeare", "wikitext103", "wikitext2")
+DOWNLOADABLE = (
+    "cifar10", "fashion-mnist", "food101", "mnist", "tinyshakespeare", "wikitext103", "wikitext2",
+)
 
 
 @dataclass
@@ -156,6 +211,7 @@ class Served:
     server: LocalServer
     mnist: dict[str, np.ndarray]
     cifar: dict[str, np.ndarray]
+    food101: dict[str, np.ndarray]  # image id -> its (left, right) RGB colours
     downloadable: tuple[str, ...] = DOWNLOADABLE
 
 
@@ -171,6 +227,8 @@ def served(server, monkeypatch) -> Served:
     make_wikitext_zip(server.root / "wikitext2" / "wikitext-2-raw-v1.zip")
     make_wikitext_zip(server.root / "wikitext103" / "wikitext-103-raw-v1.zip", "wikitext-103-raw")
     make_mnist_files(server.root / "fashion-mnist", rng)
+    (server.root / "food101").mkdir()
+    food101 = make_food101_archive(server.root / "food101" / "food-101.tar.gz", rng)
     for name in DOWNLOADABLE:
         entries = tuple(
             RemoteFile(r.filename, (), sha256=sha256_of(server.root / name / r.filename))
@@ -178,4 +236,4 @@ def served(server, monkeypatch) -> Served:
         )
         monkeypatch.setitem(sources.REMOTE_FILES, name, entries)
     monkeypatch.setenv("BITSWEEP_DATA_MIRROR", server.url)
-    return Served(server, mnist, cifar)
+    return Served(server, mnist, cifar, food101)
