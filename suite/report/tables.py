@@ -108,15 +108,24 @@ def budget_table(data: ReportData) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), fixed
 
 
+def _share(holds: float) -> str:
+    # Rounded down: a share under the fragile mark (80%) must not read as 80%.
+    return "–" if math.isnan(holds) else f"{math.floor(round(holds * 100, 6))}%"
+
+
 def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
+    """One row per claim result; ``holds`` is the share of resamples that give the same verdict,
+    and a verdict under FRAGILE_BELOW of them reads e.g. "supported (fragile)"."""
     rows = []
     for r in results:
         est = "–" if math.isnan(r.estimate) else (
             f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
+        models = f" ({r.models})" if r.models else ""
         rows.append({
             "id": r.id, "claim": r.claim, "statistic": r.statistic, "estimate [95% CI]": est,
-            "data": (f"{r.strata} settings, {r.n_a} vs {r.n_b} runs" if r.strata else "–"),
-            "rule": r.rule, "verdict": r.verdict, "why": r.reason,
+            "data": (f"{r.strata} settings{models}, {r.n_a} vs {r.n_b} runs" if r.strata else "–"),
+            "rule": r.rule, "verdict": r.verdict + (" (fragile)" if r.fragile else ""),
+            "holds": _share(r.holds), "why": r.reason,
         })
     return pd.DataFrame(rows)
 
@@ -124,12 +133,15 @@ def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
 UNFINISHED = ("failed", "retried", "pruned", "running")  # waiting trials are only counted
 
 
-CLAIMS_TEX_COLUMNS = ("id", "claim", "estimate [95% CI]", "data", "verdict", "why")
+CLAIMS_TEX_COLUMNS = ("id", "claim", "estimate [95% CI]", "data", "verdict", "holds", "why")
 CLAIMS_RULES_COLUMNS = ("id", "statistic", "rule")
 _RAGGED = ">{\\raggedright\\arraybackslash}p{%s}"
-# Sized for a two-column paper's full width (table*, 17 cm text) in \\small type.
-CLAIMS_TEX_FORMAT = "l" + _RAGGED % "3.5cm" + "l" + _RAGGED % "1.7cm" + "l" + _RAGGED % "3.6cm"
-CLAIMS_RULES_FORMAT = "l" + _RAGGED % "6.2cm" + _RAGGED % "8.6cm"
+# Sized for a two-column paper's full width (table*, 17 cm text) in \\small type. Ids are ragged:
+# a quantiser's or bnn reading's row is named after it ("C5 (conv_norm = chw)"); verdict and why
+# are wide enough for their longest word ("inconclusive", "[−22.32,").
+CLAIMS_TEX_FORMAT = (_RAGGED % "1.8cm" + _RAGGED % "2.6cm" + "l" + _RAGGED % "1.9cm"
+                     + _RAGGED % "2.0cm" + "r" + _RAGGED % "2.3cm")
+CLAIMS_RULES_FORMAT = _RAGGED % "1.8cm" + _RAGGED % "5.4cm" + _RAGGED % "8.6cm"
 
 
 def failed_table(data: ReportData) -> pd.DataFrame:
@@ -150,8 +162,9 @@ _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
 }
+# < and > are not in the default (OT1) text font: they would print as ¡ and ¿.
 _LATEX_SYMBOLS = {"±": r"$\pm$", "−": r"$-$", "≤": r"$\leq$", "≈": r"$\approx$",
-                  "×": r"$\times$", "–": "--", "≥": r"$\geq$"}
+                  "×": r"$\times$", "–": "--", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in [*_LATEX_SPECIAL, *_LATEX_SYMBOLS]))
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, build_report, load_study
-from suite.report.claims import SPECS
+from suite.report.claims import SPECS, VERDICTS
 from suite.report.figures import FIGURES
 from suite.report.style import FORMATS
 from suite.report.synthetic import add_to_study, synthetic_records
@@ -140,7 +140,7 @@ def test_claims_table_has_a_verdict_per_claim(built):
     _, out, _, _ = built
     claims = pd.read_csv(out / "tables" / "claims.csv")
     assert list(claims["id"]) == list(SPECS)
-    assert claims["verdict"].isin(["supported", "contradicted", "inconclusive"]).all()
+    assert claims["verdict"].isin(VERDICTS).all()
     assert claims["rule"].str.len().gt(20).all()
     decided = claims[claims["verdict"] != "inconclusive"]
     assert decided["ci_low"].notna().all() and (decided["ci_low"] <= decided["ci_high"]).all()

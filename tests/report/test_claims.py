@@ -8,16 +8,24 @@ import pytest
 from suite.report.claims import (
     CONTRADICTED,
     INCONCLUSIVE,
+    OPPOSITE,
+    RULES,
+    SPECS,
     SUPPORTED,
+    VERDICTS,
     claim_2232,
     claim_augment,
     claim_bnn,
     claim_epochs,
     claim_zero,
     evaluate_claims,
+    interval_verdict,
+    interval_verdicts,
+    rules_markdown,
 )
 from suite.report.frame import frames_from_records
 from suite.report.stats import prepare, stratified_bootstrap, stratified_welch
+from suite.report.tables import claims_table, to_markdown
 
 RNG = np.random.default_rng(0)
 
@@ -108,7 +116,7 @@ def test_augmentation_claim():
     flat = [dict(r, result=dict(r["result"], max_val_acc_drop=0.01 + RNG.normal(0, 1e-3)))
             for r in runs]
     res = claim_augment(_data(flat))
-    assert res.verdict == CONTRADICTED and "no effect" in res.reason
+    assert res.verdict == CONTRADICTED and "no meaningful effect" in res.reason
     only_none = [r for r in runs if r["result"]["augment"] == "none"]
     res = claim_augment(_data(only_none))
     assert res.verdict == INCONCLUSIVE and "no augmentation variation" in res.reason
@@ -131,7 +139,9 @@ def test_zero_claim_and_diverged_runs_count_as_unstable():
     assert res.estimate > 10
     swapped = [dict(r, result=dict(r["result"], precision={"2": "2.32", "2.32": "2"}[
         r["result"]["precision"]])) for r in runs]
-    assert claim_zero(_data(swapped)).verdict == CONTRADICTED
+    # zero-included runs diverging: the effect runs the other way, beyond the margin
+    res = claim_zero(_data(swapped))
+    assert res.verdict == OPPOSITE and "the opposite effect" in res.reason
 
 
 def test_one_diverged_run_in_four_is_not_enough():
@@ -209,7 +219,7 @@ def test_epochs_claim_no_difference_is_contradicted():
             runs.append(_run("fp32", s, 0.8, width=width, curves=_curve(3)))
             runs.append(_run("2", s, 0.8, width=width, curves=_curve(5)))
     res = claim_epochs(_data(runs))
-    assert res.verdict == CONTRADICTED and "no effect" in res.reason
+    assert res.verdict == CONTRADICTED and "no meaningful effect" in res.reason
 
 
 def test_bootstrap_is_seeded_and_stratified():
@@ -251,3 +261,135 @@ def test_zero_claim_needs_instability_to_restore():
     res = claim_zero(_data(runs))
     assert res.verdict == INCONCLUSIVE and "nothing for zero to restore" in res.reason
     assert res.strata == 1 and res.estimate == 0
+
+
+# --- verdict rules ---------------------------------------------------------------------------
+
+_EDGES = np.round(np.linspace(-4, 4, 161), 10)  # steps of 0.05: every margin, ±margin and 0 on it
+
+
+@pytest.mark.parametrize("kind", sorted(RULES))
+@pytest.mark.parametrize("margin", [0.25, 1.0, 2.0, 2.5])
+def test_exactly_one_rule_holds_for_every_interval(kind, margin):
+    lo, hi = np.meshgrid(_EDGES, _EDGES, indexing="ij")
+    lo, hi = lo[lo <= hi], hi[lo <= hi]
+    held = np.stack([np.asarray(rule.test(lo, hi, margin), dtype=bool) for rule in RULES[kind]])
+    assert (held.sum(axis=0) == 1).all(), (lo[held.sum(axis=0) != 1], hi[held.sum(axis=0) != 1])
+    # the verdict the report uses is the one rule that holds, whatever order they are checked in
+    expected = np.array([rule.verdict for rule in RULES[kind]], dtype=object)[held.argmax(axis=0)]
+    assert (interval_verdicts(kind, lo, hi, margin) == expected).all()
+    for i in range(0, len(lo), 97):
+        assert interval_verdict(kind, lo[i], hi[i], margin) == expected[i]
+    assert set(expected) <= set(VERDICTS)
+
+
+def test_effect_rules_put_the_margin_first():
+    """The rerun that flipped C4: [-0.00, +0.65] and [+0.07, +0.70] are both no meaningful
+    effect, though the second excludes 0."""
+    verdict = {(lo, hi): interval_verdict("effect", lo, hi, 1.0) for lo, hi in [
+        (-0.004, 0.65), (0.07, 0.70), (0.5, 1.5), (-1.5, -0.1), (-0.5, 1.5), (-1.5, 0.5),
+        (1.0, 1.0)]}
+    assert verdict == {(-0.004, 0.65): CONTRADICTED, (0.07, 0.70): CONTRADICTED,
+                       (0.5, 1.5): SUPPORTED, (-1.5, -0.1): OPPOSITE, (-0.5, 1.5): INCONCLUSIVE,
+                       (-1.5, 0.5): INCONCLUSIVE, (1.0, 1.0): CONTRADICTED}
+    assert interval_verdict("effect", float("nan"), 1.0, 1.0) == INCONCLUSIVE
+
+
+def test_equivalence_rules():
+    verdict = {(lo, hi): interval_verdict("equivalence", lo, hi, 2.0) for lo, hi in [
+        (-2.0, 2.0), (-2.42, -0.04), (-3.0, -2.1), (2.1, 3.0), (-2.5, 2.5), (1.0, 2.5)]}
+    assert verdict == {(-2.0, 2.0): SUPPORTED, (-2.42, -0.04): INCONCLUSIVE,
+                       (-3.0, -2.1): CONTRADICTED, (2.1, 3.0): CONTRADICTED,
+                       (-2.5, 2.5): INCONCLUSIVE, (1.0, 2.5): INCONCLUSIVE}
+
+
+def test_every_rule_is_stated_in_the_report_text():
+    md = rules_markdown()
+    for spec in SPECS.values():
+        assert spec.rule in md
+        for rule in RULES[spec.test.kind]:
+            assert rule.text.format(m=f"{spec.test.margin:g}", u=spec.test.unit) in spec.rule
+    assert "fragile" in md and "80%" in md
+
+
+def test_claim_rows_are_decided_by_the_interval_rule():
+    """On studies across the rules (far, near, equal, noisy), every decided row's verdict is the
+    rule of its interval: nothing else decides."""
+    seen = set()
+    for gap, sd in ((0.0, 0.003), (0.015, 0.003), (0.05, 0.003), (0.01, 0.03), (-0.05, 0.003)):
+        runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 3, sd))]
+        runs += [_run("2.32", s, a) for s, a in enumerate(_accs(0.80 - gap, 3, sd))]
+        res = claim_2232(_data(runs))
+        test = SPECS["C1"].test
+        assert res.verdict == interval_verdict(test.kind, res.ci_low, res.ci_high, test.margin)
+        seen.add(res.verdict)
+    assert seen == {SUPPORTED, CONTRADICTED, INCONCLUSIVE}
+
+
+# --- one row per quantiser and bnn reading ---------------------------------------------------
+
+
+def _reading_study():
+    """bnn CNNs at two conv_norm readings, fp32 repeated per reading (as sweeps/fashion-mnist
+    does), and bnn FC runs at the default reading: chw near fp32, c 10 points behind."""
+    runs = []
+    for norm, gap in (("chw", 0.002), ("c", 0.10)):
+        for s in range(3):
+            for precision, acc in (("fp32", 0.80), ("bnn", 0.80 - gap)):
+                r = _run(precision, s, acc + RNG.normal(0, 0.003))
+                r["config"] = {"conv_norm": norm}
+                r["run_id"] += f"-{norm}"
+                runs.append(r)
+    for s in range(3):
+        for precision in ("fp32", "bnn"):
+            r = _run(precision, s, 0.9 + RNG.normal(0, 0.003), model="fc")
+            r["result"]["model"], r["config"] = "fc", {"conv_norm": "chw"}
+            r["run_id"] += "-fc"
+            runs.append(r)
+    return runs
+
+
+def test_each_bnn_reading_gets_its_own_claim_row():
+    results = evaluate_claims(_data(_reading_study()))
+    c5 = {r.id: r for r in results if r.id.startswith("C5")}
+    assert list(c5) == ["C5 (conv_norm = chw)", "C5 (conv_norm = c)"]  # most runs first
+    chw, c = c5["C5 (conv_norm = chw)"], c5["C5 (conv_norm = c)"]
+    assert chw.verdict == SUPPORTED and chw.models == "cnn, fc" and chw.n_a == 6
+    assert c.verdict == CONTRADICTED and c.models == "cnn" and (c.n_a, c.n_b) == (3, 3)
+    assert c.estimate == pytest.approx(-10, abs=1)
+    assert "bnn runs with conv_norm = c" in c.statistic
+    assert [r.id for r in results if not r.id.startswith("C5")] == ["C1", "C2", "C3", "C4"]
+
+
+def test_each_quantiser_gets_its_own_rows_against_the_one_fp32_reference():
+    """fp32 runs exist at the default scale rule only (a sweep need not repeat them): each
+    quantiser's rows compare with those, and say so."""
+    runs = [_run("fp32", s, a, scale_rule="gauss") for s, a in enumerate(_accs(0.80, 3))]
+    for rule, gap in (("gauss", 0.002), ("absmean", 0.06)):
+        for s, a in enumerate(_accs(0.80 - gap, 3)):
+            r = _run("2.32", s, a, scale_rule=rule)
+            r["run_id"] += f"-{rule}"
+            runs.append(r)
+    rows = {r.id: r for r in evaluate_claims(_data(runs))}
+    assert [i for i in rows if i.startswith("C1")] == ["C1 (scale_rule = absmean)",
+                                                       "C1 (scale_rule = gauss)"]
+    assert [i for i in rows if i.startswith("C4")] == ["C4 (scale_rule = absmean)",
+                                                       "C4 (scale_rule = gauss)"]
+    assert rows["C1 (scale_rule = gauss)"].verdict == SUPPORTED
+    absmean = rows["C1 (scale_rule = absmean)"]
+    assert absmean.verdict == CONTRADICTED and absmean.n_b == 3
+    assert "reference runs (fp32) have scale_rule = gauss: none with absmean" in absmean.reason
+    assert rows["C5"].reason == "no bnn runs"  # bnn is not quantised by a scale rule
+
+
+def test_one_quantiser_and_one_reading_keep_one_row_per_claim():
+    runs = [_run("fp32", s, a, scale_rule="gauss", conv_norm="chw")
+            for s, a in enumerate(_accs(0.8, 3))]
+    runs += [_run(p, s, a, scale_rule="gauss", conv_norm="chw")
+             for p in ("2.32", "bnn") for s, a in enumerate(_accs(0.79, 3))]
+    for r in runs:
+        r["run_id"] += f"-{r['result']['precision']}"
+    results = evaluate_claims(_data(runs))
+    assert [r.id for r in results] == list(SPECS)
+    md = to_markdown(claims_table(results))  # tables/claims.md, as build_report writes it
+    assert md.count("\n") == len(SPECS) + 2 and "| holds |" in md

@@ -28,7 +28,7 @@ import pytest
 
 from suite.cli import main
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, load_run_dirs
-from suite.report.claims import SPECS
+from suite.report.claims import SPECS, VERDICTS
 from suite.report.figures import FIGURES
 from suite.report.style import FORMATS
 from suite.run.config import RunConfig, config_fields
@@ -269,7 +269,7 @@ def test_latex_tables_parse_and_compile(real, tmp_path):
 def test_claims_table_has_a_verdict_per_claim(real):
     claims = pd.read_csv(real["out"] / "tables" / "claims.csv").set_index("id")
     assert list(claims.index) == list(SPECS)
-    assert claims["verdict"].isin(["supported", "contradicted", "inconclusive"]).all()
+    assert claims["verdict"].isin(VERDICTS).all()
     assert claims["rule"].str.len().gt(20).all() and claims["reason"].str.len().gt(5).all()
     # 2 seeds of matched settings: these claims have data behind them.
     for cid in ("C1", "C3", "C4", "C5"):
