@@ -1,4 +1,4 @@
-"""The `bitsweep` command: train, sweep, wandb-sweep, report, pack, unpack.
+"""The `bitsweep` command: train, sweep, wandb-sweep, report, pack, unpack, repair-journal.
 
 Exit codes: 0 done (a diverged run is a result, so 0 too), 2 bad input (nothing written),
 1 a crash.
@@ -22,11 +22,16 @@ _REPORTS = "reports"  # root of the reports
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Fills in ``%(figure_formats)s`` only when a help text is printed: the formats are
-    suite.report.style.FORMATS, and importing it loads the whole report (matplotlib)."""
+    """Fills in ``%(figure_formats)s`` and the RunConfig flags' help only when a help text is
+    printed: the formats are suite.report.style.FORMATS, and importing it loads the whole report
+    (matplotlib); a flag's meaning, choices and default are read from the RunConfig fields."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
+        if text == f"RunConfig.{action.dest}":  # as _add_config_flags left it
+            from suite.run.config import flag_help
+
+            return flag_help(action.dest).replace("%", "%%")
         if text and "%(figure_formats)s" in text:
             from suite.report.style import FORMATS
 
@@ -60,7 +65,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for name, kind in config_fields().items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=kind.upper()
                             .replace(" | NONE", "?"), default=None,
-                            help=f"RunConfig.{name} ({kind})")
+                            help=f"RunConfig.{name}")  # _HelpFormatter writes it out
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -162,6 +167,26 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair_journal(args: argparse.Namespace) -> int:
+    from suite.sweep.storage import repair_journal
+
+    path = args.path
+    done = repair_journal(path)
+    if done is None:
+        print(f"{path}: every record is intact; nothing to repair")
+        return 0
+    print(f"{path}: repaired, {done.kept} records kept"
+          + (f"; recovered the whole record at the end of line(s) {_lines(done.salvaged)}"
+             if done.salvaged else "")
+          + (f"; left out damaged line(s) {_lines(done.left_out)}" if done.left_out else "")
+          + f". The file as it was: {done.backup}")
+    return 0
+
+
+def _lines(numbers: tuple[int, ...]) -> str:
+    return ", ".join(map(str, numbers))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from suite.sweep.queue import GRACE_SECONDS  # light: Optuna loads only when a sweep runs
     from suite.sweep.spec import SweepSpec
@@ -169,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitsweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one configuration; writes OUT/result.json")
+    p = sub.add_parser("train", help="train one configuration; writes OUT/result.json",
+                       formatter_class=_HelpFormatter)
     p.add_argument("--config", help="YAML file of RunConfig fields (flags override it)")
     p.add_argument("--out", default=f"{_RUNS}/train", help="run directory (default %(default)s)")
     p.add_argument("--wandb-dir", default=None, help="where W&B writes (default: the run dir)")
@@ -221,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", default=None, help="also write the dequantised weights (safetensors)")
     p.set_defaults(func=cmd_unpack)
+
+    p = sub.add_parser("repair-journal", help="rewrite a damaged journal file with every intact "
+                       "record, keeping the original as JOURNAL.bak-<time> (stop its sweeps first)")
+    p.add_argument("path", help="the study's journal file, e.g. runs/<study>/optuna.journal")
+    p.set_defaults(func=cmd_repair_journal)
     return parser
 
 

@@ -9,10 +9,13 @@ saved model).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from suite.models import cnn, fc, lm, vit
@@ -65,8 +68,12 @@ def _config(name: str, qconfig: QuantConfig, input_shape: tuple[int, ...], num_c
     family = _family(name)
     if not isinstance(qconfig, QuantConfig):
         raise TypeError(f"qconfig must be a QuantConfig, got {type(qconfig).__name__}")
-    return family.make_config(name, input_shape=tuple(input_shape), num_classes=num_classes,
-                              width=check_width(width), depth=depth, norm=norm, qconfig=qconfig)
+    try:
+        return family.make_config(name, input_shape=tuple(input_shape), num_classes=num_classes,
+                                  width=check_width(width), depth=depth, norm=norm, qconfig=qconfig)
+    except OverflowError as err:  # e.g. a cnn so deep that its doubling channel counts overflow
+        knob = _knob({"name": name, "width": width, "depth": depth})
+        raise ModelTooLarge(f"{knob}: model {name!r} is too large to describe ({err})") from None
 
 
 def build_model(name: str, *, qconfig: QuantConfig, input_shape: tuple[int, ...],
@@ -128,3 +135,97 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
         raise ValueError(f"model spec for {spec['name']!r} no longer matches the code: saved "
                          f"arch {spec['arch']} vs rebuilt {_jsonable(asdict(cfg))}")
     return _family(spec["name"]).model(cfg, qconfig)
+
+
+# Training holds, for each parameter, its fp32 weight, gradient and Adam's two moments: a lower
+# bound on a run's memory, which activations and the quantised copies of the weights come on top of.
+TRAIN_BYTES_PER_PARAM = 16
+
+
+class ModelTooLarge(ValueError):
+    """Training the model of a spec cannot fit in memory. The message starts with the knob that
+    made it so (``width=...``, ``depth=...`` or ``model=...``), as a RunConfig error does."""
+
+
+def _meta_size(spec: dict[str, Any]) -> tuple[int, int]:
+    # Shapes only, no memory behind any tensor. (The first meta build of a process imports
+    # torch._dynamo and sympy, seconds, but a run imports both anyway when it starts training.)
+    with torch.device("meta"):
+        model = model_from_spec(spec)
+    params = sum(p.numel() for p in model.parameters())
+    return params, sum(b.numel() * b.element_size() for b in model.buffers())
+
+
+def model_size(spec: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, bytes of buffers) of the model ``spec`` describes, counted without allocating
+    it. A deep spec is counted at depths 1, 2 and 3 first: when each block adds the same (fc,
+    vit, lm), the count is linear in depth, and building a million blocks would take minutes even
+    on the meta device; blocks that widen (cnn) are all counted (a deep cnn overflows early)."""
+    depth = spec.get("depth")
+    if depth is None or depth <= 3:
+        return _meta_size(spec)
+    shallow = {k: v for k, v in spec.items() if k != "arch"}  # arch is the full depth's
+    sizes = [_meta_size({**shallow, "depth": d}) for d in (1, 2, 3)]
+    steps = {(b[0] - a[0], b[1] - a[1]) for a, b in zip(sizes, sizes[1:])}
+    if len(steps) > 1:
+        return _meta_size(spec)
+    (param_step, buffer_step), = steps
+    return sizes[0][0] + (depth - 1) * param_step, sizes[0][1] + (depth - 1) * buffer_step
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes the training device can still take (None: unknown): free GPU memory for CUDA, else
+    the host's MemAvailable (free plus reclaimable cache), capped by a cgroup v2 limit."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] if torch.cuda.is_available() else None
+    available = None
+    try:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        available = next((int(line.split()[1]) * 1024 for line in meminfo
+                          if line.startswith("MemAvailable:")), None)
+    except (OSError, ValueError):
+        pass
+    if available is None and "SC_AVPHYS_PAGES" in getattr(os, "sysconf_names", {}):
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            room = int(limit) - int((cgroup / "memory.current").read_text())
+            available = room if available is None else min(available, room)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _knob(spec: dict[str, Any]) -> str:
+    """The knob that makes a preset too large: the width or depth when set, else the preset."""
+    if spec.get("width", 1.0) != 1.0:
+        return f"width={spec['width']!r}"
+    if spec.get("depth") is not None:
+        return f"depth={spec['depth']!r}"
+    return f"model={spec['name']!r}"
+
+
+def check_fits(spec: dict[str, Any], available: int | None) -> None:
+    """Raise ModelTooLarge when training the model of ``spec`` needs more than ``available`` bytes
+    (None: unknown, so not checked), before anything is allocated."""
+    if available is None:
+        return
+    where = f"{available:,} bytes ({available / 2**30:.1f} GiB) are available"
+    try:
+        params, buffer_bytes = model_size(spec)
+    except Exception as err:  # noqa: BLE001 - an estimate must never stop a run that would train
+        if not (isinstance(err, RuntimeError) and "overflow" in str(err)):
+            return  # the estimate failed, not the model: let the real build decide
+        # torch refuses a tensor of 2**63 bytes or more even on the meta device
+        raise ModelTooLarge(f"{_knob(spec)}: model {spec['name']!r} would have more than "
+                            f"{2**61:.2e} parameters ({err}); training it needs more than "
+                            f"{2**61 * TRAIN_BYTES_PER_PARAM:.2e} bytes but {where}") from None
+    need = params * TRAIN_BYTES_PER_PARAM + buffer_bytes
+    if need > available:
+        raise ModelTooLarge(f"{_knob(spec)}: model {spec['name']!r} would have {params:,} parameters "
+                            f"({params:.2e}); training it needs at least {need:,} bytes ({need:.2e}: "
+                            f"{TRAIN_BYTES_PER_PARAM} per parameter for fp32 weights, gradients and "
+                            f"Adam's two moments) but {where}")

@@ -6,11 +6,14 @@ a bad value fails here, before anything is created, with a message naming the fi
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from suite.quant.resolution import ACCEPTED_FORMS, parse_resolution
@@ -44,47 +47,144 @@ def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None
     return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES}.get(name)
 
 
+# --help lists the choices of modules that import torch (seconds), so it reads them from those
+# modules' source instead of importing them: the same constants field_choices imports, and
+# tests/test_help.py checks that both agree. (field, file under suite/, top-level name)
+_SUITE = Path(__file__).resolve().parents[1]
+_LISTED = {"augment": ("data/augment.py", "AUGMENTATIONS"),
+           "conv_norm": ("quant/layers.py", "CONV_NORM_AXES"),
+           "scale_rule": ("quant/scale.py", "SCALE_RULES"),
+           "dataset": ("data/catalog.py", "_LOADERS")}
+
+
+@functools.cache
+def _constants(relpath: str) -> dict[str, tuple[Any, ...]]:
+    """The top-level tuple literals and dict literals' keys of suite/``relpath``, by name."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for node in ast.parse((_SUITE / relpath).read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        items = value.keys if isinstance(value, ast.Dict) else getattr(value, "elts", None)
+        if isinstance(target, ast.Name) and items is not None:
+            found[target.id] = tuple(k.value for k in items if isinstance(k, ast.Constant))
+    return found
+
+
+def model_families() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Family -> (its model presets, its norm choices besides auto), read from each
+    suite/models/<family>.py that defines PRESETS and NORMS, without importing torch."""
+    out = {}
+    for path in sorted((_SUITE / "models").glob("*.py")):
+        names = _constants(f"models/{path.name}")
+        if "PRESETS" in names and "NORMS" in names:
+            out[path.stem] = (names["PRESETS"], names["NORMS"])
+    return out
+
+
+def listed_choices(name: str, model: str | None = None) -> tuple[Any, ...] | None:
+    """What ``--help`` lists as the accepted values of field ``name`` (model, dataset and the
+    fields of field_choices), without importing torch; None for a field that is not a choice."""
+    if name == "model":
+        return tuple(sorted(p for presets, _ in model_families().values() for p in presets))
+    if name == "norm":
+        model = model or RunConfig.model
+        return next((("auto", *norms) for presets, norms in model_families().values()
+                     if model in presets), None)
+    if name in _LISTED:
+        values = _constants(_LISTED[name][0]).get(_LISTED[name][1])
+        return tuple(sorted(values)) if name == "dataset" and values else values
+    return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
+            "device": DEVICES}.get(name)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def flag_help(name: str) -> str:
+    """One line for ``--<name>``: the field's meaning, its accepted values and its default."""
+    f = next(f for f in fields(RunConfig) if f.name == name)
+    parts = [f.metadata["help"]]
+    base, optional = _annotation(f.type)
+    if name == "norm":
+        parts.append("per family: " + "; ".join(f"{family}: {', '.join(('auto', *norms))}"
+                                                for family, (_, norms) in model_families().items()))
+    elif name == "precision":
+        parts.append(f"one of {ACCEPTED_FORMS}")
+    elif name == "device":
+        parts.append(f"one of {', '.join(DEVICES)} or cuda:<index>")
+    elif choices := listed_choices(name):
+        parts.append(f"one of {', '.join(map(str, choices))}")
+    elif base == "bool":
+        parts.append("true, false or null" if optional else "true or false")
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return f"{'; '.join(parts)} (default: {_shown(default)})"
+
+
 class ConfigError(ValueError):
     """A RunConfig field has a bad value; the message names the field and what is accepted."""
+
+
+def _field(default: Any, meaning: str) -> Any:
+    """A RunConfig field and its one-line meaning, which ``bitsweep train --help`` shows."""
+    return field(default=default, metadata={"help": meaning})
 
 
 @dataclass(frozen=True)
 class RunConfig:
     # what is trained
-    model: str = "cnn"
-    width: float = 1.0
-    depth: int | None = None
-    norm: str = "auto"
+    model: str = _field("cnn", "architecture: a preset of the fc, cnn, vit (images) or lm (text) family")
+    width: float = _field(1.0, "multiplies every channel count and hidden size (0.5: half as wide)")
+    depth: int | None = _field(None, "hidden layers (fc), conv blocks (cnn) or transformer blocks (vit, "
+                                     "lm); null: the preset's")
+    norm: str = _field("auto", "normalisation layers; auto: the family's choice for the precision")
     # on what
-    dataset: str = "digits"
-    subset: int | None = None
-    block_size: int = 64
-    data_dir: str | None = None
-    augment: str = "none"
+    dataset: str = _field("digits", "what it trains on: an image dataset for fc, cnn and vit, a text "
+                                    "corpus for lm")
+    subset: int | None = _field(None, "keep n training examples per class (images) or the first n "
+                                      "windows (text); null: all")
+    block_size: int = _field(64, "token window of the text corpora: the lm's context length")
+    data_dir: str | None = _field(None, "where datasets are looked for and downloaded to; null: "
+                                        "$BITSWEEP_DATA_DIR, else ~/.cache/bitsweep/data")
+    augment: str = _field("none", "training-time augmentation of images (text takes none)")
     # at which weight resolution
-    precision: str = "fp32"
-    scale_rule: str = "gauss"
-    per_channel: bool = False
-    quantize_bias: bool | None = None
-    conv_norm: str = "chw"
+    precision: str = _field("fp32", "weight resolution of every weight-bearing layer")
+    scale_rule: str = _field("gauss", "how a level grid's step is set from the weights")
+    per_channel: bool = _field(False, "one grid scale per output channel instead of one per tensor")
+    quantize_bias: bool | None = _field(None, "put biases on the grid too; null: yes at bnn, no (fp32) "
+                                              "for level grids")
+    conv_norm: str = _field("chw", "axes a bnn conv normalises each example over: all of C, H, W, "
+                                   "channels at each pixel (c), or each channel over space (hw)")
     # how
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    diverge_loss: float = 50.0
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
+    epochs: int = _field(10, "training epochs")
+    batch_size: int = _field(128, "training batch size (evaluation batches hold at least 256)")
+    optimizer: str = _field("adam", "optimiser (sgd: momentum 0.9, Nesterov)")
+    lr: float = _field(1e-3, "peak learning rate")
+    schedule: str = _field("cosine", "learning-rate decay after the warm-up, per step")
+    warmup_epochs: float = _field(0.0, "linear learning-rate warm-up, in epochs (fractions allowed)")
+    weight_decay: float = _field(0.0, "the optimiser's weight decay")
+    grad_clip: float | None = _field(None, "clip the gradient norm to this; null: no clipping")
+    diverge_loss: float = _field(50.0, "a training loss above this (or NaN/inf) stops the run as "
+                                       "diverged, which is a result")
+    seed: int = _field(0, "seed of initialisation, shuffling, augmentation and the subset")
+    device: str = _field("auto", "where it trains; auto: cuda, else mps, else cpu")
+    threads: int | None = _field(None, "torch CPU threads; null: all cores but one (W&B gets that one)")
     # where it is logged
-    wandb_mode: str = "offline"
-    wandb_project: str = "bitsweep"
-    wandb_group: str | None = None
-    tags: tuple[str, ...] = field(default_factory=tuple)
+    wandb_mode: str = _field("offline", "W&B logging (offline: local files, never a prompt)")
+    wandb_project: str = _field("bitsweep", "W&B project")
+    wandb_group: str | None = _field(None, "W&B group; null: the configuration without its seed")
+    tags: tuple[str, ...] = field(default_factory=tuple,
+                                  metadata={"help": "extra W&B tags (comma-separated on the command line)"})
 
     def __post_init__(self) -> None:
         self._check_types()

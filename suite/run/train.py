@@ -139,8 +139,13 @@ def _prepare(config: RunConfig) -> _Prepared:
         data = dataset_for(config)
     except (ValueError, OSError) as err:  # DatasetError is a ValueError
         raise ConfigError(f"dataset={config.dataset!r}: {err}") from None
+    from suite.models.registry import ModelTooLarge, available_memory, check_fits
+
     try:
         spec = spec_for(config, data)
+        check_fits(spec, available_memory(device))  # before module_for allocates the weights
+    except ModelTooLarge as err:  # its message names the knob: width=..., depth=... or model=...
+        raise ConfigError(str(err)) from None
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model={config.model!r}: {err}") from None
     L.seed_everything(config.seed, workers=False, verbose=False)

@@ -16,6 +16,7 @@ interrupted ones are queued again.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import multiprocessing as mp
 import os
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,12 +73,22 @@ def _quiet_optuna() -> None:
 
 
 def open_study(spec: SweepSpec, url: str) -> optuna.Study:
-    """Create or join the study, with the per-cell sampler and pruner."""
+    """Create or join the study, with the per-cell sampler and pruner, and name its objective.
+
+    Under the queue lock: machines started together on a fresh database otherwise race to create
+    Optuna's tables (PostgreSQL: UniqueViolation on pg_type, SQLite: alembic_version) and die.
+    """
     _quiet_optuna()
-    return optuna.create_study(
-        study_name=spec.study, storage=open_storage(url), direction=spec.direction,
-        sampler=CellSampler(), pruner=make_pruner(spec.pruner), load_if_exists=True,
-    )
+    with queue_lock(url):
+        study = optuna.create_study(
+            study_name=spec.study, storage=open_storage(url), direction=spec.direction,
+            sampler=CellSampler(), pruner=make_pruner(spec.pruner), load_if_exists=True,
+        )
+        if study.metric_names is None:  # a new study, or one made before studies named it
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2: not the user's concern
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([spec.metric])
+    return study
 
 
 def _spec_yaml(spec: SweepSpec) -> str:
@@ -100,12 +112,94 @@ def _monitor_metric(metric: str) -> str:
     return {"test_acc": "val_acc", "best_val_acc": "val_acc"}.get(metric, metric)
 
 
-def _pruning_callback(trial: optuna.Trial, spec: SweepSpec) -> list[Any]:
-    if spec.pruner == "none":
-        return []
-    from optuna_integration import PyTorchLightningPruningCallback
+def _epoch_callbacks(trial: optuna.Trial, spec: SweepSpec) -> list[Any]:
+    """Report the objective every epoch (optuna-dashboard's learning curves); prune only when the
+    spec has a pruner."""
+    return [_reporter_class()(trial, _monitor_metric(spec.metric), prune=spec.pruner != "none")]
 
-    return [PyTorchLightningPruningCallback(trial, monitor=_monitor_metric(spec.metric))]
+
+@functools.cache
+def _reporter_class() -> type:
+    import lightning as L  # in the worker only: the sweep's own process never trains
+
+    class ReportObjective(L.Callback):
+        """optuna_integration's PyTorchLightningPruningCallback (single process), reporting the
+        objective at each validation end whether or not a pruner runs: the same steps (the
+        0-based epoch) and values, so pruning decides as before."""
+
+        def __init__(self, trial: optuna.Trial, monitor: str, prune: bool) -> None:
+            self.trial, self.monitor, self.prune = trial, monitor, prune
+
+        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if trainer.sanity_checking:  # not an epoch
+                return
+            metrics = dict(trainer.callback_metrics)
+            if self.monitor.startswith("train_"):
+                # The module publishes its training metrics after validation, so callback_metrics
+                # hold the last epoch's: take this epoch's, as curves.csv records them.
+                metrics.update(pl_module.epoch_metrics("train"))
+            score = metrics.get(self.monitor)
+            if score is None:
+                warnings.warn(f"objective {self.monitor!r} is not among the epoch metrics "
+                              f"({', '.join(sorted(metrics))}): nothing reported", stacklevel=1)
+                return
+            epoch = pl_module.current_epoch
+            self.trial.report(float(score), step=epoch)
+            if self.prune and self.trial.should_prune():
+                raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+
+    return ReportObjective
+
+
+# Axes this process could not record as params (warned once each).
+_UNRECORDED: set[str] = set()
+
+
+def _axis_distribution(axis: str, values: tuple[Any, ...], value: Any,
+                       stored: Any) -> optuna.distributions.CategoricalDistribution | None:
+    """The distribution to record ``axis=value`` under, or None when it cannot be recorded."""
+    if not all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
+        return None  # e.g. tags: Optuna's categorical choices are scalars
+    dist = optuna.distributions.CategoricalDistribution(values)
+    if stored is None or stored == dist:
+        return dist
+    # Optuna keeps a param name's first distribution for the whole study: a value the grid
+    # had then is recorded under it; one a grown grid added cannot be recorded at all.
+    choices = getattr(stored, "choices", ())
+    if any(type(c) is type(value) and c == value for c in choices):
+        return stored
+    if axis not in _UNRECORDED:
+        _UNRECORDED.add(axis)
+        print(f"bitsweep: grid axis {axis}={value!r} is not recorded as an Optuna param: the study "
+              f"recorded {axis} over {list(choices)} first, and Optuna fixes a param's choices "
+              "for the whole study", file=sys.stderr)
+    return None
+
+
+def _record_axes(trial: optuna.Trial, spec: SweepSpec, cell: dict[str, Any]) -> optuna.Trial:
+    """Store the trial's grid values as Optuna params, each categorical over its axis's values as
+    the spec lists them, so optuna-dashboard's parallel-coordinate, slice and importance views
+    have them; returns the trial read again, its params now including them."""
+    tuned = {p.name for p in spec.tune}  # a tuned field is a param already, and not the cell's
+    stored: dict[str, Any] = {}
+    for t in trial.study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            stored.setdefault(name, dist)  # the first trial's: what the storage checks against
+    recorded = False
+    for axis, values in spec.axis_values().items():
+        if axis in tuned or axis not in cell:
+            continue
+        dist = _axis_distribution(axis, values, cell[axis], stored.get(axis))
+        if dist is None:
+            continue
+        try:
+            trial.storage.set_trial_param(trial._trial_id, axis, dist.to_internal_repr(cell[axis]),  # noqa: SLF001
+                                          dist)
+            recorded = True
+        except ValueError as err:  # another machine recorded it first with other choices
+            print(f"bitsweep: grid axis {axis} is not recorded as an Optuna param: {err}",
+                  file=sys.stderr)
+    return optuna.Trial(trial.study, trial._trial_id) if recorded else trial  # noqa: SLF001
 
 
 def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
@@ -115,7 +209,8 @@ def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
     spec = plan.spec
     attrs = trial.user_attrs
     tuned = {p.name: suggest(trial, p) for p in spec.tune}
-    config = RunConfig.from_dict({**attrs["config"], **tuned})
+    cell = attrs["config"]
+    config = RunConfig.from_dict({**cell, **tuned})
     if plan.threads:
         config = config.replace(threads=plan.threads)
     study_dir = Path(plan.runs_root) / spec.study
@@ -124,9 +219,10 @@ def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("run_dir", str(run_dir))
+    trial = _record_axes(trial, spec, cell)
     with Heartbeat(trial):
         try:
-            result = train(config, run_dir, callbacks=_pruning_callback(trial, spec),
+            result = train(config, run_dir, callbacks=_epoch_callbacks(trial, spec),
                            wandb_dir=study_dir, run_name=f"{spec.study}/t{trial.number}",
                            progress=False)
         except optuna.TrialPruned:
@@ -216,9 +312,38 @@ def work(plan: WorkerPlan, counter: Any = None, parent: int | None = None) -> in
                 break
             time.sleep(_POLL_SECONDS)  # another worker's trial may yet be lost and queued again
             continue
-        run_trial(trial, plan)
+        _run_claimed(trial, plan)
         ran += 1
     return ran
+
+
+def _run_claimed(trial: optuna.Trial, plan: WorkerPlan) -> None:
+    _log_start(trial)
+    try:
+        run_trial(trial, plan)
+    except optuna.exceptions.UpdateFinishedTrialError as err:
+        # Another process ended this trial while it ran (taken for lost: no heartbeat within the
+        # grace period). Its record stands; this worker goes on with the queue instead of dying.
+        print(f"bitsweep: trial {trial.number} was ended by another worker while it ran ({err}); "
+              "going on with the next", file=sys.stderr)
+
+
+EXEC_LOG_ENV = "BITSWEEP_EXEC_LOG"
+
+
+def _log_start(trial: optuna.Trial) -> None:
+    """Test and audit hook: with $BITSWEEP_EXEC_LOG naming a file, each trial a worker starts to
+    train adds one line (pid, trial number, slot) to it, so a run done twice shows even when only
+    one of the two finished. One O_APPEND write per line: processes never interleave lines."""
+    path = os.environ.get(EXEC_LOG_ENV)
+    if not path:
+        return
+    line = f"{os.getpid()}\t{trial.number}\t{trial.user_attrs.get('slot', '')}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def _worker_entry(plan: WorkerPlan, counter: Any, parent: int) -> None:
@@ -305,6 +430,32 @@ def _work_in_pool(plan: WorkerPlan, workers: int, ctx: Any, counter: Any,
               "command to resume", file=sys.stderr)
 
 
+def check_datasets(spec: SweepSpec, *, keep: bool = False) -> None:
+    """Load every dataset the grid names, once per (dataset, data_dir, subset), downloads allowed:
+    a missing one is fetched into the cache now, once, instead of failing every trial later.
+    Raises ConfigError naming the dataset, with the data layer's message. ``keep``: leave them
+    in this process's dataset cache, for a worker that runs here."""
+    from suite.data import load_dataset
+    from suite.run.config import ConfigError
+    from suite.run.train import dataset_for
+
+    seen: set[tuple[Any, ...]] = set()
+    for cell in spec.cells:
+        key = (cell.dataset, cell.data_dir, cell.subset)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            if keep:
+                dataset_for(cell)
+            else:  # the workers load their own; this process would only hold on to it
+                load_dataset(cell.dataset, data_dir=cell.data_dir, subset=cell.subset,
+                             seed=cell.seed, block_size=cell.block_size)
+        except (ValueError, OSError) as err:  # DatasetError is a ValueError
+            where = f" (data_dir={cell.data_dir!r})" if cell.data_dir else ""
+            raise ConfigError(f"dataset={cell.dataset!r}{where}: {err}") from None
+
+
 def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | None = None,
               n_trials: int | None = None, runs_root: Path = Path("runs"),
               threads: int | None = None, grace: float = GRACE_SECONDS) -> dict[str, Any]:
@@ -318,6 +469,7 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
         raise ValueError(f"--workers {workers}: need at least 1 worker")
     if n_trials is not None and n_trials < 0:
         raise ValueError(f"--n-trials {n_trials}: must be >= 0")
+    check_datasets(spec, keep=workers == 1)  # before the storage or runs/<study>/ exists
     url = storage_url(spec, storage, runs_root)
     start = time.perf_counter()
     study = open_study(spec, url)

@@ -2,10 +2,10 @@
 
 Every (cell, repeat) of a sweep is a *slot*. The queue holds one Optuna trial per slot, enqueued as
 a WAITING trial whose user attributes carry the cell and its RunConfig; workers claim waiting
-trials with Optuna's own atomic WAITING -> RUNNING transition, so a slot runs once however many
-workers and machines share the study. Enqueueing happens under a lock that spans processes (a file
-lock for file and SQLite storage, a PostgreSQL advisory lock for PostgreSQL), so two machines
-starting together cannot enqueue a slot twice.
+trials with an atomic WAITING -> RUNNING step (``claim``), so a slot runs once however many workers
+and machines share the study. Creating the study and enqueueing happen under a lock that spans
+processes (a file lock for file and SQLite storage, a PostgreSQL advisory lock for PostgreSQL), so
+machines starting together neither race to create the tables nor enqueue a slot twice.
 
 A worker that dies leaves its trial RUNNING. Each running trial carries its host and pid and a
 heartbeat (a trial system attribute refreshed every ``HEARTBEAT_SECONDS``); a trial whose process
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from suite.sweep.slots import slot_identity, slot_key
-from suite.sweep.storage import rdb_url, storage_file
+from suite.sweep.storage import rdb_url, storage_file, unreachable
 
 if TYPE_CHECKING:  # Optuna loads on first use: `bitsweep --help` reads GRACE_SECONDS from here
     import optuna
@@ -56,9 +56,13 @@ def queue_lock(url: str) -> Iterator[None]:
     if url.startswith(("postgresql", "postgres:")):
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(rdb_url(url), poolclass=sqlalchemy.pool.NullPool)
         key = zlib.crc32(b"bitsweep-queue") & 0x7FFFFFFF
-        with engine.connect() as conn:
+        try:  # the first contact with the server: say what is wrong as open_storage would
+            engine = sqlalchemy.create_engine(rdb_url(url), poolclass=sqlalchemy.pool.NullPool)
+            conn = engine.connect()
+        except (ImportError, sqlalchemy.exc.SQLAlchemyError) as err:
+            raise unreachable(url, err) from None
+        with conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
                 yield
@@ -172,13 +176,55 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     from optuna.trial import TrialState
 
     storage = study._storage  # noqa: SLF001
+    take = _take_row if _rdb(storage) is not None else _take_logged
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
-            if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):  # noqa: SLF001
+            if take(storage, t._trial_id):  # noqa: SLF001
                 return optuna.Trial(study, t._trial_id)  # noqa: SLF001
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
+
+
+def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:
+    from optuna.storages import RDBStorage
+
+    backend = getattr(storage, "_backend", storage)  # a study wraps an RDBStorage in a cache
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def _take_row(storage: optuna.storages.BaseStorage, trial_id: int) -> bool:
+    """WAITING -> RUNNING as one conditional UPDATE; the row count says who won.
+
+    Optuna's RDBStorage reads the state with SELECT ... FOR UPDATE and then writes it, which
+    SQLite ignores (it has no row locks): two processes both read WAITING and both "win". One
+    UPDATE ... WHERE state = 'WAITING' is decided by the database on every backend: SQLite runs it
+    holding its single write lock on the latest committed state (the statement opens its own
+    transaction, so there is no older snapshot to be stale), PostgreSQL re-checks the WHERE on the
+    row after the competing update commits, and MySQL's InnoDB reads the row with a lock.
+    """
+    import datetime
+
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    rdb = _rdb(storage)
+    row = models.TrialModel
+    update = (sqlalchemy.update(row)
+              .where(row.trial_id == trial_id, row.state == TrialState.WAITING)
+              .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))
+    with rdb.engine.begin() as conn:  # naive local time above: what RDBStorage itself writes
+        return conn.execute(update).rowcount == 1
+
+
+def _take_logged(storage: optuna.storages.BaseStorage, trial_id: int) -> bool:
+    """WAITING -> RUNNING through Optuna: atomic on a journal, whose appends are serialised by its
+    file lock and which every process replays in the one file order; the first RUNNING record of
+    a trial wins there, and Optuna answers True only to the worker whose record it was."""
+    from optuna.trial import TrialState
+
+    return storage.set_trial_state_values(trial_id, TrialState.RUNNING)
 
 
 class Heartbeat:

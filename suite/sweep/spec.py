@@ -82,6 +82,19 @@ class SweepSpec:
     def key(self, config: RunConfig) -> str:
         return cell_key(config, self.axes)
 
+    def axis_values(self) -> dict[str, tuple[Any, ...]]:
+        """Each grid axis's values in the order the sweep file lists them, as the cells hold them
+        (precision as its label, ``width: [1, 2]`` as 1.0, 2.0); a grid of a list that leaves an
+        axis out adds the value its cells have."""
+        values: dict[str, list[Any]] = {axis: [] for axis in self.axes}
+        for cell in self.cells:
+            for axis, seen in values.items():
+                value = getattr(cell, axis)
+                # by type too: True == 1 and 1 == 1.0, but they are different choices
+                if not any(type(v) is type(value) and v == value for v in seen):
+                    seen.append(value)
+        return {axis: tuple(seen) for axis, seen in values.items()}
+
     def default_storage(self, runs_root: Path) -> str:
         """Where the study lives unless ``--storage`` says otherwise: an Optuna journal file, safe
         for many worker processes on one machine (SQLite locks up under concurrent writers)."""

@@ -3,14 +3,31 @@ postgresql, mysql). The sweep opens it to write (``create=True``: a new journal 
 folder are made); the report opens it to read only (``create=False``: a journal file or SQLite
 database that does not exist is an error, and nothing is created).
 
+A journal file is checked before Optuna reads it. Its last record cut short (a crash or a full
+disk in the middle of an append) is set aside by a writer (kept in ``<journal>.torn-<time>``, said
+once on stderr) and skipped in memory by a reader, which never modifies a journal. A damaged record
+anywhere else is an error that names the file, the line and ``bitsweep repair-journal``
+(repair_journal: a backup of the file, every intact record kept).
+
 Light on purpose: the report imports it, so Optuna and SQLAlchemy load inside the functions that
 need them, and torch and Lightning never.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+REPAIR_COMMAND = "bitsweep repair-journal"
+_SQLITE_WAIT_SECONDS = 60  # pysqlite's 5 s wait for SQLite's one writer is short for many workers
+_JOURNAL_LOCK_GRACE = 10   # seconds before a lock left by a killed writer is broken
+_RECORD_START = b'{"op_code":'  # how Optuna writes every journal record (compact json.dumps)
 
 
 class StorageError(ValueError):
@@ -63,29 +80,254 @@ def open_storage(url: str, *, create: bool = True) -> Any:
     """An Optuna storage for a URL (sqlite, postgresql, mysql) or a journal file path.
 
     ``create=False`` (readers): a journal file or SQLite database that does not exist raises
-    FileNotFoundError instead of being created, and no folder is made.
+    FileNotFoundError instead of being created, no folder is made and a journal is not modified.
     """
+    path = storage_file(url)
+    if not create and path is not None and not path.is_file():
+        what = "not a URL and not a journal file" if not is_url(url) else f"no database file {path}"
+        raise FileNotFoundError(f"no Optuna storage at {describe(url)!r}: {what}")
+    if create and path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if is_url(url):
+        return _open_rdb(url)
+    return _open_journal(Path(url), set_aside=create)
+
+
+def _open_rdb(url: str) -> Any:
     import optuna
 
-    if not create:
-        path = storage_file(url)
-        if path is not None and not path.is_file():
-            what = "not a URL and not a journal file" if not is_url(url) else f"no database file {path}"
-            raise FileNotFoundError(f"no Optuna storage at {describe(url)!r}: {what}")
-    if is_url(url):
-        url = rdb_url(url)
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except ImportError as err:
-            raise StorageError(f"storage {describe(url)}: driver missing ({err}); for PostgreSQL "
-                               "install the postgres extra: pip install 'bitsweep[postgres]'") from None
-        except Exception as err:  # SQLAlchemy's errors: bad URL, refused connection, bad login
-            raise StorageError(f"storage {describe(url)} cannot be opened: "
-                               f"{str(err).splitlines()[0]}") from None
-    path = Path(url)
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    # Optuna holds this lock only for one append; a worker SIGKILLed inside one leaves the lock
-    # file behind, which the next process breaks after the grace period (Optuna's default, 30 s).
-    lock = optuna.storages.journal.JournalFileOpenLock(str(path), grace_period=10)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock))
+    url = rdb_url(url)
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite:"):
+        engine_kwargs["connect_args"] = {"timeout": _SQLITE_WAIT_SECONDS}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as err:  # SQLAlchemy's errors: bad URL, refused connection, bad login
+        raise unreachable(url, err) from None
+
+
+def unreachable(url: str, err: Exception) -> StorageError:
+    """The error for a database that cannot be opened: a driver missing, a bad URL, a refused
+    connection or login (the password hidden)."""
+    if isinstance(err, ImportError):
+        return StorageError(f"storage {describe(url)}: driver missing ({err}); for PostgreSQL "
+                            "install the postgres extra: pip install 'bitsweep[postgres]'")
+    return StorageError(f"storage {describe(url)} cannot be opened: {str(err).splitlines()[0]}")
+
+
+def _journal_lock(path: Path) -> Any:
+    """The lock Optuna takes around every append to the journal at ``path``."""
+    import optuna
+
+    # Optuna holds it only for one append; a writer SIGKILLed inside one leaves the lock file
+    # behind, which the next process breaks after the grace period (Optuna's default: 30 s).
+    return optuna.storages.journal.JournalFileOpenLock(str(path), grace_period=_JOURNAL_LOCK_GRACE)
+
+
+def _open_journal(path: Path, *, set_aside: bool) -> Any:
+    import optuna
+
+    lock = _journal_lock(path)
+    if path.is_file():
+        _check_tail(path, lock, set_aside=set_aside)
+    backend = optuna.storages.journal.JournalFileBackend(str(path), lock)
+    try:
+        return optuna.storages.JournalStorage(backend)
+    except (ValueError, KeyError, TypeError):  # Optuna's replay met a record it cannot read
+        bad = next((line for line in _scan(path.read_bytes()) if not line.intact), None)
+        if bad is None:
+            raise
+        raise StorageError(_damage_message(path, bad.number, _flaw(bad.data))) from None
+
+
+def _damage_message(path: Path, number: int, why: str) -> str:
+    return (f"journal {path}: line {number} is not a complete record ({why}), so the study cannot "
+            f"be read past it. Stop every sweep on this study, then run `{REPAIR_COMMAND} {path}`: "
+            "it keeps a backup of the file and every intact record")
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """The journal record a line holds, or None when it is not one whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # bad JSON, or bytes that are not UTF-8
+        return None
+    return record if isinstance(record, dict) and "op_code" in record else None
+
+
+def _flaw(line: bytes) -> str:
+    """What is wrong with a line that is not a record, in the line's own terms."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as err:  # its "line 1 column N" would read as the file's line
+        return f"{err.msg} at byte {err.pos + 1} of {len(line.rstrip())}"
+    except ValueError as err:
+        return str(err)
+    return "valid JSON, but not an Optuna journal record"
+
+
+def _last_line(path: Path, end: int | None = None, chunk: int = 1 << 16) -> tuple[int, bytes]:
+    """Where the last line before byte ``end`` (default: the end of the file) starts, and its
+    bytes (its newline too, when it has one)."""
+    with path.open("rb") as fh:
+        pos = fh.seek(0, os.SEEK_END) if end is None else end
+        tail = b""
+        while pos > 0:
+            step = min(chunk, pos)
+            pos -= step
+            fh.seek(pos)
+            tail = fh.read(step) + tail
+            cut = tail.rfind(b"\n", 0, len(tail) - 1)  # the newline before the last line
+            if cut >= 0:
+                return pos + cut + 1, tail[cut + 1:]
+        return 0, tail
+
+
+def _line_number(path: Path, offset: int, chunk: int = 1 << 20) -> int:
+    """The 1-based number of the line that starts at byte ``offset``."""
+    newlines = 0
+    with path.open("rb") as fh:
+        while offset > 0:
+            block = fh.read(min(chunk, offset))
+            if not block:
+                break
+            newlines += block.count(b"\n")
+            offset -= len(block)
+    return newlines + 1
+
+
+def _check_tail(path: Path, lock: Any, *, set_aside: bool) -> None:
+    """Leave the journal ending in whole records before Optuna reads it (see the module doc).
+
+    Optuna itself skips an unterminated last line and, silently, a bad last whole line too; the
+    next append would then bury either in the middle of the file, where it stops every reader.
+    """
+    from optuna.storages.journal._file import get_lock_file
+
+    offset, last = _last_line(path)
+    if last and not last.endswith(b"\n"):
+        if set_aside:
+            with get_lock_file(lock):  # every append holds this lock: unfinished under it is torn
+                offset, last = _last_line(path)
+                if last and not last.endswith(b"\n"):  # not an append that has finished since
+                    _set_aside_tail(path, offset, last)
+            offset, last = _last_line(path)
+        else:
+            print(f"bitsweep: journal {path}: its last record (line {_line_number(path, offset)}, "
+                  f"{len(last)} bytes) is incomplete (a crash or a full disk mid-write, or a sweep "
+                  "writing it now) and is read without it; the next `bitsweep sweep` sets it aside",
+                  file=sys.stderr)
+    if last and not last.endswith(b"\n"):  # skipped: the line before it is the last one read
+        offset, last = _last_line(path, offset)
+    if last and _record(last) is None:
+        raise StorageError(_damage_message(path, _line_number(path, offset), _flaw(last)))
+
+
+def _set_aside_tail(path: Path, offset: int, last: bytes) -> None:
+    number = _line_number(path, offset)
+    if _record(last) is not None:  # the whole record is there, only its newline was not written
+        with path.open("ab") as fh:
+            fh.write(b"\n")
+            os.fsync(fh.fileno())
+        print(f"bitsweep: journal {path}: line {number} lacked its final newline; completed it",
+              file=sys.stderr)
+        return
+    side = _free_name(path, "torn")
+    with side.open("wb") as fh:  # kept before the journal is cut: nothing stored is ever lost
+        fh.write(last)
+        os.fsync(fh.fileno())
+    os.truncate(path, offset)
+    print(f"bitsweep: journal {path}: its last record (line {number}, {len(last)} bytes) was cut "
+          f"short by a crash or a full disk; set aside in {side}, every complete record is kept",
+          file=sys.stderr)
+
+
+def _free_name(path: Path, what: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    side = path.with_name(f"{path.name}.{what}-{stamp}")
+    n = 1
+    while side.exists():
+        n += 1
+        side = path.with_name(f"{path.name}.{what}-{stamp}-{n}")
+    return side
+
+
+@dataclass(frozen=True)
+class _Line:
+    number: int
+    data: bytes
+    intact: bool
+    salvaged: bytes | None = None  # a whole record found at the end of a damaged line
+
+
+def _salvage(line: bytes) -> bytes | None:
+    """The whole record in a damaged line: one that lacks only its newline, or one a writer
+    appended after a torn record (the line then starts with the torn part)."""
+    if _record(line) is not None:
+        return line + b"\n"
+    start = line.find(_RECORD_START, 1)
+    while start > 0:
+        if _record(line[start:]) is not None:
+            return line[start:].rstrip(b"\r\n") + b"\n"
+        start = line.find(_RECORD_START, start + 1)
+    return None
+
+
+def _scan(data: bytes) -> list[_Line]:
+    lines = []
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        intact = line.endswith(b"\n") and _record(line) is not None
+        lines.append(_Line(number, line, intact, None if intact else _salvage(line)))
+    return lines
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What repair_journal did: the backup, and the line numbers left out or recovered."""
+
+    backup: Path
+    kept: int
+    left_out: tuple[int, ...]
+    salvaged: tuple[int, ...]
+
+
+def repair_journal(path: str | Path) -> Repair | None:
+    """Rewrite a damaged journal with every intact record (and a whole record found at the end
+    of a damaged line); the original is kept as ``<journal>.bak-<time>``. None: nothing to repair.
+
+    Run it with no sweep writing the study: running processes keep byte offsets into the file.
+    """
+    import optuna
+    from optuna.storages.journal._file import get_lock_file
+
+    if is_url(str(path)):  # checked on the text: a Path makes sqlite:/// into sqlite:/
+        raise StorageError(f"{describe(str(path))} is a database URL; {REPAIR_COMMAND} repairs a "
+                           "journal file (e.g. runs/<study>/optuna.journal)")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no journal file at {path}: give the path of the study's journal "
+                                "(e.g. runs/<study>/optuna.journal)")
+    with get_lock_file(_journal_lock(path)):  # no append lands between reading and replacing
+        lines = _scan(path.read_bytes())
+        if all(line.intact for line in lines):
+            return None
+        kept = [line.data if line.intact else line.salvaged for line in lines]
+        draft = path.with_name(path.name + ".repair-tmp")
+        with draft.open("wb") as fh:
+            fh.write(b"".join(k for k in kept if k is not None))
+            os.fsync(fh.fileno())
+        try:  # Optuna must replay the result whole before it replaces anything
+            optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(draft)))
+        except Exception as err:
+            draft.unlink()
+            raise StorageError(f"journal {path}: without its damaged lines Optuna still cannot read "
+                               f"it ({err}); nothing was changed") from None
+        backup = _free_name(path, "bak")
+        try:  # the original bytes under a new name before the swap; a link costs no space
+            os.link(path, backup)
+        except OSError:
+            shutil.copy2(path, backup)
+        os.replace(draft, path)
+    return Repair(backup, sum(k is not None for k in kept),
+                  tuple(line.number for line in lines if not line.intact and not line.salvaged),
+                  tuple(line.number for line in lines if line.salvaged))
