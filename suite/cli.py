@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from suite.run.config import ConfigError, RunConfig, config_fields
+from suite.run.config import WANDB_MODES, ConfigError, RunConfig, config_fields
 
 _RUNS = "runs"        # root of run directories and of the default study storage
 _REPORTS = "reports"  # root of the reports
@@ -148,7 +148,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         argv += ["--runs", args.runs] if args.runs != _RUNS else []
         argv += ["--formats", args.formats] if args.formats else []
     path = report_command(args.target, storage=args.storage, out_root=Path(args.out),
-                          runs_root=Path(args.runs), argv=argv, formats=args.formats)
+                          runs_root=Path(args.runs), argv=argv, formats=args.formats,
+                          wandb=args.wandb, wandb_mode=args.wandb_mode)
     print(f"wrote {path}")
     return 0
 
@@ -236,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=_RUNS)
     p.add_argument("--formats", default=None,
                    help="figure formats, comma-separated (default %(figure_formats)s)")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log the results and claims tables and the figures as one W&B run "
+                        "(job type report) in the study's project, beside its runs")
+    p.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
+                   help="mode of that run (default: the spec's wandb mode, else offline; offline "
+                        "runs go to RUNS/<study>/wandb/); implies --wandb")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("pack", help="store a run's quantised weights at their real bit size")

@@ -5,6 +5,7 @@
     bitsweep report sweeps/default.yaml --storage URL   # the storage the sweep used
     bitsweep report <study> --storage URL               # a study by name (any Optuna storage)
     bitsweep report <study>                             # runs/<study>/optuna.db when it exists
+    bitsweep report sweeps/default.yaml --wandb         # also one W&B run (suite.report.wandb)
 
 Bad input raises ValueError or FileNotFoundError before anything is written (cli.main turns
 them into exit status 2); the message says how to make what is missing.
@@ -14,9 +15,16 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from suite.run.config import WANDB_MODES
 from suite.sweep.storage import describe, open_storage, storage_file
+
+if TYPE_CHECKING:
+    from suite.report.frame import StudyFrames
+    from suite.sweep.spec import SweepSpec
 
 _SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -29,12 +37,19 @@ def report_command(
     runs_root: Path,
     argv: list[str],
     formats: str | None = None,
+    wandb: bool = False,
+    wandb_mode: str | None = None,
 ) -> Path:
-    """Build the report of ``target`` (a sweep file or a study name) and return report.md."""
+    """Build the report of ``target`` (a sweep file or a study name) and return report.md.
+
+    ``wandb`` (or a ``wandb_mode``): also log it as one W&B run beside the study's runs
+    (suite.report.wandb); the report's files are the same either way."""
     from suite.report import build_report, load_study
     from suite.report.style import FORMATS, parse_formats
 
     chosen = parse_formats(formats) if formats else FORMATS  # bad list: exit 2 before any work
+    if wandb_mode is not None and wandb_mode not in WANDB_MODES:
+        raise ValueError(f"--wandb-mode {wandb_mode!r}: choose one of {', '.join(WANDB_MODES)}")
     spec = None
     spec_yaml = None
     sweep_command = None
@@ -68,8 +83,47 @@ def report_command(
     if frames.spec is None and spec is not None:
         frames.spec = spec.raw
     out_dir = Path(out_root) / study
-    return build_report(frames, out_dir, study=study, command=format_command(argv),
-                        cwd=os.getcwd(), formats=chosen, sweep_command=sweep_command)
+    command = format_command(_without_wandb_flags(argv))
+    path = build_report(frames, out_dir, study=study, command=command, cwd=os.getcwd(),
+                        formats=chosen, sweep_command=sweep_command)
+    if wandb or wandb_mode is not None:
+        _log_to_wandb(path, frames, study=study, spec=spec, mode=wandb_mode,
+                      save_dir=Path(runs_root) / study, command=command)
+    return path
+
+
+def _log_to_wandb(path: Path, frames: StudyFrames, *, study: str, spec: SweepSpec | None,
+                  mode: str | None, save_dir: Path, command: str) -> None:
+    from suite.report.wandb import log_report, wandb_place
+
+    place = wandb_place(study, frames, spec=spec, mode=mode)
+    try:
+        where = log_report(path.parent, frames, study=study, place=place, save_dir=save_dir,
+                           config={"command": command})
+    except Exception as err:  # not exit 2's "nothing written": the report is there
+        raise RuntimeError(f"wrote {path}, but logging it to W&B failed: "
+                           f"{type(err).__name__}: {err}") from err
+    if where:
+        print(f"bitsweep: logged the report to W&B (project {place.project}, group "
+              f"{place.group}): {where}", file=sys.stderr)
+
+
+# The command recorded in report.md rebuilds the report; logging it to W&B is not part of it, so a
+# rebuild neither logs another run nor differs from a report built without the flag.
+_WANDB_FLAGS = ("--wandb", "--wandb-mode")
+
+
+def _without_wandb_flags(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--wandb-mode":
+            skip = True  # and its value
+        elif arg not in _WANDB_FLAGS and not arg.startswith("--wandb-mode="):
+            out.append(arg)
+    return out
 
 
 def _looks_like_spec(target: str) -> bool:
