@@ -3,7 +3,7 @@
 Part ``overhead``: the same CNN (suite "cnn" preset), data (Fashion-MNIST per-class subset when
 Debian's dataset-fashion-mnist is installed, else digits), batches (DeviceLoader), optimiser and
 schedule, trained by (a) a plain torch loop (train + val pass per epoch) and (b) ``suite.run.train.
-train`` (Lightning, EpochRecorder with grad norm and flip rate, torchmetrics, offline W&B).
+train`` (Lightning, EpochRecorder with grad norm and flip rate, epoch metrics, offline W&B).
 Runs alternate; the figure is the median per-epoch time of (b) over (a), epochs after the first
 (wall clock; process CPU time beside it, which leaves out W&B's own service process).
 Goal: under 1.10.
@@ -19,7 +19,25 @@ torch thread, robust to other processes on a shared machine; wall time is printe
 a ratio to fp32. Goal: ours <= the best peer (small CNN 1.03x, 4-layer transformer 1.05x,
 784-1024-1024-10 MLP 1.15x).
 
-    python bench/bench_train.py [--part overhead|quant|all] [--threads 1] [--reps 7] [--steps 10]
+Part ``study``: the default study's models (sweeps/default.yaml: fc, cnn, vit on digits at 24
+epochs, the character LM on stdlib-text at 6; batch 128, Adam, cosine with one warm-up epoch),
+``train()``'s ``fit_seconds`` vs a plain loop doing the same steps and a validation pass per epoch
+(loss and accuracy summed on the device, read once per epoch) under the same seed and
+deterministic settings: both end at the same train loss, val loss and val accuracy, bit for bit
+(checked). Median of ``--study-runs`` runs interleaved (the pair's order alternating); wall ratio,
+and process-CPU ratio beside it. Goal: <= 1.15.
+
+Part ``trial``: what one ``train()`` call costs outside ``trainer.fit`` (set-up, W&B, Trainer
+construction, test pass, files), per phase, median over ``--trials`` trials of each default-study
+model at its short budget (4 epochs; LM 2), W&B offline and disabled interleaved.
+
+``--record DIR`` trains ``identity_configs()`` (25 default-study configurations, a few epochs, W&B
+disabled) into DIR; ``--compare BEFORE AFTER`` checks two such directories field by field, cell by
+cell and byte by byte (weights, packed file): run it around a change that must not change results.
+
+    python bench/bench_train.py [--part overhead|quant|study|trial|all] [--threads 1] [--reps 7]
+        [--steps 10] [--study-runs 3] [--models fc cnn vit lm] [--trials 5]
+    python bench/bench_train.py --record DIR;  python bench/bench_train.py --compare BEFORE AFTER
 """
 
 from __future__ import annotations
@@ -159,6 +177,329 @@ def part_overhead(args: argparse.Namespace) -> dict[str, Any]:
               f"{r['ratio']:.3f} | {r['cpu_ratio']:.3f} | "
               f"{r['val_acc_plain']:.3f} / {r['val_acc_lightning']:.3f} |")
     return {"dataset": dataset, "rows": rows}
+
+
+# --- part 3: the default study's workload: train() fit vs the same plain loop ------------------
+
+# sweeps/default.yaml's fixed settings and its longer epoch budgets
+STUDY_FIXED = {"dataset": "digits", "batch_size": 128, "lr": 0.002, "schedule": "cosine",
+               "warmup_epochs": 1.0, "precision": "2.32", "threads": 1}
+STUDY_MODELS = {
+    "fc": {"model": "fc", "epochs": 24},
+    "cnn": {"model": "cnn", "epochs": 24},
+    "vit": {"model": "vit", "epochs": 24},
+    "lm": {"model": "lm", "dataset": "stdlib-text", "subset": 1024, "block_size": 64, "lr": 0.003,
+           "epochs": 6},
+}
+# the short budgets of the same grids, for the per-trial part
+TRIAL_EPOCHS = {"fc": 4, "cnn": 4, "vit": 4, "lm": 2}
+
+
+def study_config(name: str, **changes: Any) -> Any:
+    from suite.run.config import RunConfig
+
+    return RunConfig(**{**STUDY_FIXED, **STUDY_MODELS[name], **changes})
+
+
+def _lr_factor(config: Any, steps_per_epoch: int) -> Callable[[int], float]:
+    """suite.run.module's schedule: linear warm-up, then cosine to zero."""
+    total = max(1, steps_per_epoch * config.epochs)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return factor
+
+
+def _eval_pass(model: nn.Module, loader: Any, text: bool) -> tuple[float, float]:
+    model.eval()
+    loss_sum, correct, items, targets = torch.zeros(()), torch.zeros((), dtype=torch.long), 0, 0
+    with torch.inference_mode():
+        for xb, yb in loader:
+            out = model(xb)
+            logits, target = (out.reshape(-1, out.shape[-1]), yb.reshape(-1)) if text else (out, yb)
+            loss_sum += F.cross_entropy(logits, target) * len(xb)
+            correct += (logits.argmax(1) == target).sum()
+            items, targets = items + len(xb), targets + target.numel()
+    return float(loss_sum / items), float(correct.float() / targets)
+
+
+def plain_study_fit(config: Any) -> dict[str, float]:
+    """What train() does, by hand and without Lightning: the same seed, model, batches,
+    optimiser, schedule and deterministic settings, train steps and one validation pass per
+    epoch, the epoch's numbers summed on the device and read once per epoch."""
+    import lightning as L
+    import torch.utils.deterministic as determinism
+
+    from suite.data import DeviceLoader, make_augment
+    from suite.models import model_from_spec
+    from suite.run.train import dataset_for, spec_for
+
+    data = dataset_for(config)
+    text = data.task == "text"
+    L.seed_everything(config.seed, workers=False, verbose=False)
+    augment = make_augment(config.augment, data.image_kind)
+    train_loader = DeviceLoader(data.train_x, data.train_y, config.batch_size, shuffle=True,
+                                seed=config.seed, augment=augment)
+    val_loader = DeviceLoader(data.val_x, data.val_y, max(config.batch_size, 256), shuffle=False,
+                              seed=config.seed)
+    model = model_from_spec(spec_for(config, data))
+    before = torch.are_deterministic_algorithms_enabled(), determinism.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)  # as Lightning's deterministic=True does
+    determinism.fill_uninitialized_memory = False  # as train() does
+    try:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(config, len(train_loader)))
+        for _ in range(config.epochs):
+            model.train()
+            loss_sum, items = torch.zeros(()), 0
+            for xb, yb in train_loader:
+                out = model(xb)
+                loss = F.cross_entropy(*((out.reshape(-1, out.shape[-1]), yb.reshape(-1))
+                                         if text else (out, yb)))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach() * len(xb)
+                items += len(xb)
+            train_loss = float(loss_sum / items)
+            val_loss, val_acc = _eval_pass(model, val_loader, text)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        determinism.fill_uninitialized_memory = before[1]
+    return {"seconds": seconds, "cpu": cpu, "val_acc": val_acc, "val_loss": val_loss,
+            "train_loss": train_loss}
+
+
+class _FitClock:
+    """Process CPU time of each ``Trainer.fit`` (fit_seconds is its wall time), without adding
+    a callback to the fit being measured."""
+
+    def __init__(self) -> None:
+        import lightning as L
+
+        self.cpu: list[float] = []
+        self._fit = L.Trainer.fit
+        clock = self
+
+        def fit(trainer: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return clock._fit(trainer, *args, **kwargs)
+            finally:
+                clock.cpu.append(time.process_time() - start)
+
+        L.Trainer.fit = fit
+
+
+def train_study_fit(config: Any, out: Path, clock: _FitClock) -> dict[str, float]:
+    from suite.run.train import train
+
+    result = train(config, out, progress=False)
+    return {"seconds": result["fit_seconds"], "cpu": clock.cpu[-1], "val_acc": result["val_acc"],
+            "val_loss": result["val_loss"], "train_loss": result["train_loss"]}
+
+
+def part_study(args: argparse.Namespace) -> dict[str, Any]:
+    clock = _FitClock()
+    names = [n for n in STUDY_MODELS if n in args.models]
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:  # warm-up: data load, allocator, lazy kernels (not counted)
+            config = study_config(name, epochs=2, wandb_mode=args.wandb)
+            plain_study_fit(config)
+            train_study_fit(config, Path(tmp) / f"warm-{name}", clock)
+        for rep in range(args.study_runs):
+            for name in names:
+                config = study_config(name, wandb_mode=args.wandb)
+                for kind in ("plain", "train")[:: 1 if rep % 2 == 0 else -1]:
+                    got = (plain_study_fit(config) if kind == "plain"
+                           else train_study_fit(config, Path(tmp) / f"{name}-{rep}", clock))
+                    runs.setdefault((name, kind), []).append(got)
+    rows = {}
+    for name in names:
+        plain, ours = runs[(name, "plain")], runs[(name, "train")]
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "cpu")}
+               for k, v in (("plain", plain), ("train", ours))}
+        rows[name] = {
+            "plain_s": med["plain"]["seconds"], "train_s": med["train"]["seconds"],
+            "ratio": med["train"]["seconds"] / med["plain"]["seconds"],
+            "cpu_ratio": med["train"]["cpu"] / med["plain"]["cpu"],
+            "same_numbers": all(p[m] == t[m] for p, t in zip(plain, ours)
+                                for m in ("val_acc", "val_loss", "train_loss")),
+            "val_acc": ours[-1]["val_acc"], "all_s": {"plain": [r["seconds"] for r in plain],
+                                                      "train": [r["seconds"] for r in ours]},
+        }
+    print(f"\n## study: default-study models at 2.32 bits, median of {args.study_runs} interleaved "
+          f"runs, {args.threads} thread(s), W&B {args.wandb}")
+    print("| model (epochs) | plain loop | train() fit_seconds | ratio (wall) | ratio (process CPU) "
+          "| same val/train numbers |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        epochs = STUDY_MODELS[name]["epochs"]
+        print(f"| {name} ({epochs}) | {r['plain_s']:.2f} s | {r['train_s']:.2f} s | {r['ratio']:.3f} | "
+              f"{r['cpu_ratio']:.3f} | {'yes' if r['same_numbers'] else 'NO'} (val acc {r['val_acc']:.4f}) |")
+    return rows
+
+
+# --- part 4: one trial outside the fit ---------------------------------------------------------
+
+class _PhaseClock:
+    """Wall time of each phase of train(), by wrapping its functions where train() looks them up
+    (works on any version of suite/run/train.py that has them)."""
+
+    PHASES = (("suite.run.train", "_prepare", "prepare (data cached, model, loaders)"),
+              ("suite.run.train", "_make_run_dir", "run directory, config/model json"),
+              ("suite.run.tracking", "start_run", "W&B init"),
+              ("suite.run.tracking", "make_logger", "W&B logger"),
+              ("suite.run.train", "_fit", "_fit"),
+              ("suite.run.train", "_finish", "_finish"),
+              ("suite.run.train", "_measure", "test pass and measures"),
+              ("suite.run.train", "_write_curves", "curves.csv"),
+              ("suite.run.train", "_write_artifacts", "safetensors + packed file"),
+              ("suite.run.tracking", "finish", "W&B finish"))
+
+    def __init__(self) -> None:
+        import importlib
+
+        import lightning as L
+
+        self.last: dict[str, float] = {}
+        for module_name, attr, label in self.PHASES:
+            module = importlib.import_module(module_name)
+            if hasattr(module, attr):
+                setattr(module, attr, self._timed(getattr(module, attr), label))
+        L.Trainer.__init__ = self._timed(L.Trainer.__init__, "Trainer()")
+
+    def _timed(self, fn: Callable, label: str) -> Callable:
+        last = self.last
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                last[label] = last.get(label, 0.0) + time.perf_counter() - start
+
+        return timed
+
+
+def _trial_phases(measured: dict[str, float], fit_seconds: float, wall: float) -> dict[str, float]:
+    """Per-phase seconds of one trial: the wrapped functions' own time (nested ones subtracted
+    from their callers), the fit, and what no phase covers (train()'s own glue)."""
+    phases = dict(measured)
+    phases["fit"] = fit_seconds
+    del phases["_fit"]  # = Trainer() + W&B logger + fit + a few lines: "other" below
+    phases["result.json"] = (phases.pop("_finish", 0.0) - phases.get("test pass and measures", 0.0)
+                             - phases.get("curves.csv", 0.0)
+                             - phases.get("safetensors + packed file", 0.0))
+    phases["outside the fit"] = wall - fit_seconds
+    covered = sum(v for k, v in phases.items() if k not in ("fit", "outside the fit"))
+    phases["other (train() glue, _fit's own lines)"] = phases["outside the fit"] - covered
+    return phases
+
+
+def part_trial(args: argparse.Namespace) -> dict[str, Any]:
+    from suite.run.train import train
+
+    clock = _PhaseClock()
+    names = [n for n in STUDY_MODELS if n in args.models]
+    got: dict[tuple[str, str], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.trials + 1):  # the first round warms up (data, imports, W&B service)
+            for name in names:
+                for mode in ("disabled", "offline")[:: 1 if rep % 2 == 0 else -1]:
+                    config = study_config(name, epochs=TRIAL_EPOCHS[name], wandb_mode=mode)
+                    clock.last.clear()
+                    start = time.perf_counter()
+                    result = train(config, Path(tmp) / f"{name}-{mode}-{rep}", progress=False)
+                    phases = _trial_phases(clock.last, result["fit_seconds"], time.perf_counter() - start)
+                    if rep:
+                        got.setdefault((name, mode), []).append(phases)
+    labels = [label for _, _, label in _PhaseClock.PHASES if label not in ("_fit", "_finish")]
+    labels[4:4] = ["Trainer()"]
+    labels += ["result.json", "other (train() glue, _fit's own lines)", "outside the fit", "fit"]
+    table = {key: {label: 1e3 * statistics.median(p.get(label, 0.0) for p in runs) for label in labels}
+             for key, runs in got.items()}
+    print(f"\n## trial: one train() call outside the fit, ms, median of {args.trials} trials "
+          f"(default-study models at 2.32 bits, {TRIAL_EPOCHS} epochs), {args.threads} thread(s)")
+    cols = [(n, m) for m in ("disabled", "offline") for n in names]
+    print("| phase | " + " | ".join(f"{n} W&B {m}" for n, m in cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for label in labels:
+        print(f"| {label} | " + " | ".join(f"{table[c][label]:.1f}" for c in cols) + " |")
+    return {f"{n}/{m}": table[(n, m)] for n, m in cols}
+
+
+# --- part 5: results unchanged by a change (bit for bit) ---------------------------------------
+
+def identity_configs() -> dict[str, Any]:
+    """Default-study configurations for a before/after check, a few epochs each: every family at
+    2.32 bits, 1 bit (1.58 for the LM), bnn and fp32, augmentation, widths, gradient clipping, and
+    two runs that diverge."""
+    off = {"wandb_mode": "disabled"}
+    configs = {}
+    for model in ("fc", "cnn", "vit"):
+        for precision in ("2.32", "1", "bnn", "fp32"):
+            configs[f"{model}-{precision}"] = study_config(model, precision=precision, epochs=3,
+                                                           seed=1, **off)
+        configs[f"{model}-2.32-aug"] = study_config(model, augment="standard", epochs=3, **off)
+    configs["fc-w0.25"] = study_config("fc", width=0.25, epochs=3, **off)
+    configs["cnn-w2.5-bnn"] = study_config("cnn", width=2.5, precision="bnn", epochs=2, **off)
+    configs["fc-clip"] = study_config("fc", grad_clip=0.05, epochs=3, **off)
+    configs["cnn-fp32-clip"] = study_config("cnn", precision="fp32", grad_clip=0.1, epochs=3, **off)
+    configs["cnn-diverged"] = study_config("cnn", lr=1e6, epochs=3, **off)
+    configs["fc-fp32-diverged"] = study_config("fc", precision="fp32", lr=1e4, epochs=3, **off)
+    for precision in ("2.32", "1.58", "bnn", "fp32"):
+        configs[f"lm-{precision}"] = study_config("lm", precision=precision, epochs=2, **off)
+    return configs
+
+
+def part_record(args: argparse.Namespace) -> dict[str, Any]:
+    from suite.run.train import train
+
+    out = Path(args.record)
+    for name, config in identity_configs().items():
+        train(config, out / name, progress=False)
+    print(f"\n## record: {len(identity_configs())} runs in {out}")
+    return {"runs": str(out)}
+
+
+# differ between two runs of the same configuration whatever the code does
+VOLATILE = {"fit_seconds", "git_commit", "wandb_run_id"}
+
+
+def compare_runs(before: Path, after: Path) -> list[str]:
+    """Every result.json field but VOLATILE, every curves.csv cell and the bytes of the weights
+    and the packed file of each run in ``before`` against the same run in ``after``."""
+    import csv
+
+    diffs, values = [], 0
+    for run in sorted(p for p in before.iterdir() if p.is_dir()):
+        other = after / run.name
+        a, b = (json.loads((d / "result.json").read_text()) for d in (run, other))
+        for key in sorted((set(a) | set(b)) - VOLATILE):
+            values += 1
+            if a.get(key) != b.get(key) and not (a.get(key) != a.get(key) and b.get(key) != b.get(key)):
+                diffs.append(f"{run.name}: result {key}: {a.get(key)!r} -> {b.get(key)!r}")
+        rows_a, rows_b = (list(csv.reader((d / "curves.csv").open())) for d in (run, other))
+        values += sum(len(r) for r in rows_a)
+        if rows_a != rows_b:
+            diffs.append(f"{run.name}: curves.csv differs")
+        for name in ("model.safetensors", "model.bsw"):
+            if (run / name).read_bytes() != (other / name).read_bytes():
+                diffs.append(f"{run.name}: {name} differs")
+    print(f"\n## compare: {before} vs {after}: {len(list(before.iterdir()))} runs, {values} result "
+          f"fields and curve cells (+ weights and packed files), {len(diffs)} differences")
+    for line in diffs:
+        print("-", line)
+    return diffs
 
 
 # --- part 2: fake-quant step time vs fp32 vs peers -------------------------------------------
@@ -346,7 +687,11 @@ def part_quant(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("overhead", "quant", "all"), default="all")
+    parser.add_argument("--part", choices=("overhead", "quant", "study", "trial", "all"), default="all")
+    parser.add_argument("--record", metavar="DIR", default=None,
+                        help="only train identity_configs() into DIR (for --compare)")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), default=None,
+                        help="only compare two --record directories; exit 1 on any difference")
     parser.add_argument("--threads", type=int, default=1)
     # overhead
     parser.add_argument("--dataset", default=None)
@@ -357,6 +702,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--families", nargs="*", default=None, choices=tuple(FAMILIES))
+    # study / trial
+    parser.add_argument("--study-runs", type=int, default=3, help="interleaved runs per variant")
+    parser.add_argument("--models", nargs="*", default=list(STUDY_MODELS), choices=tuple(STUDY_MODELS))
+    parser.add_argument("--wandb", choices=("offline", "disabled"), default="offline",
+                        help="W&B mode of the study part's train() runs (the sweep's is offline)")
+    parser.add_argument("--trials", type=int, default=5, help="trials per model and W&B mode")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -366,11 +717,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     print("$ python bench/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} cores")
+    if args.compare:
+        sys.exit(1 if compare_runs(*map(Path, args.compare)) else 0)
+    if args.record:
+        return part_record(args)
     out: dict[str, Any] = {}
     if args.part in ("quant", "all"):
         out["quant"] = part_quant(args)
     if args.part in ("overhead", "all"):
         out["overhead"] = part_overhead(args)
+    if args.part in ("study", "all"):
+        out["study"] = part_study(args)
+    if args.part in ("trial", "all"):
+        out["trial"] = part_trial(args)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out

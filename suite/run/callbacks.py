@@ -23,6 +23,12 @@ def _level_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return snap
 
 
+def _versions(model: torch.nn.Module) -> tuple[int, ...]:
+    # Nothing in a run changes the parameters between one epoch's end and the next one's start;
+    # a callback that does so in place (fill_, copy_, load_state_dict) bumps a version counter.
+    return tuple(p._version for p in model.parameters())
+
+
 class EpochRecorder(L.Callback):
     """Collects one row per finished epoch into ``rows`` (the run's curves.csv).
 
@@ -34,16 +40,27 @@ class EpochRecorder(L.Callback):
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self._snapshot: dict[str, torch.Tensor] = {}
+        # the last epoch's closing snapshot, reused as the next one's opening snapshot while no
+        # parameter has changed in between (saves one level computation per epoch)
+        self._closing: tuple[tuple[int, ...], dict[str, torch.Tensor]] | None = None
+        self._params: list[torch.nn.Parameter] = []
         self._grad_sum: float | torch.Tensor = 0.0
         self._grad_steps = 0
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._params = list(pl_module.parameters())
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._snapshot = _level_snapshot(pl_module.model)
+        closing, self._closing = self._closing, None
+        if closing is not None and closing[0] == _versions(pl_module.model):
+            self._snapshot = closing[1]
+        else:
+            self._snapshot = _level_snapshot(pl_module.model)
         self._grad_sum, self._grad_steps = 0.0, 0
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        grads = [p.grad for p in self._params if p.grad is not None]
         if grads:
             # summed on the device and read once per epoch: no host sync per step
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).detach()
@@ -51,29 +68,38 @@ class EpochRecorder(L.Callback):
             self._grad_steps += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = trainer.callback_metrics
+        # Validation published its epoch metrics already; the module publishes the training ones in
+        # its own on_train_epoch_end, which Lightning calls after this hook: ask the module.
+        metrics = dict(trainer.callback_metrics)
+        metrics.update(pl_module.epoch_metrics("train"))
 
         def get(key: str) -> float | None:
             value = metrics.get(key)
             return None if value is None else float(value)
 
-        flips = None
-        if self._snapshot:
-            after = _level_snapshot(pl_module.model)
-            changed = sum(int((after[k] != v).sum()) for k, v in self._snapshot.items())
-            total = sum(v.numel() for v in self._snapshot.values())
-            flips = changed / total if total else None
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-        diverged = getattr(pl_module, "diverged_epoch", None) is not None
         row = {
             "epoch": trainer.current_epoch + 1,
-            "train_loss": math.nan if diverged else get("train_loss"),
+            "train_loss": get("train_loss"),
             "train_acc": get("train_acc"),
-            "val_loss": math.nan if diverged else get("val_loss"),
-            "val_acc": math.nan if diverged else get("val_acc"),
-            "val_ppl": None if diverged else get("val_ppl"),
+            "val_loss": get("val_loss"),
+            "val_acc": get("val_acc"),
+            "val_ppl": get("val_ppl"),
             "grad_norm": float(self._grad_sum) / self._grad_steps if self._grad_steps else None,
-            "flip_rate": flips,
-            "lr": lr,
+            "flip_rate": self._flip_rate(pl_module.model),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None,
         }
+        if getattr(pl_module, "diverged_epoch", None) is not None:
+            row.update(train_loss=math.nan, val_loss=math.nan, val_acc=math.nan, val_ppl=None)
         self.rows.append(row)
+
+    def _flip_rate(self, model: torch.nn.Module) -> float | None:
+        if not self._snapshot:
+            return None
+        after = _level_snapshot(model)
+        self._closing = (_versions(model), after)
+        total = sum(v.numel() for v in self._snapshot.values())
+        if not total:
+            return None
+        # one host read for all tensors
+        changed = torch.stack([(after[k] != v).sum() for k, v in self._snapshot.items()]).sum()
+        return int(changed) / total

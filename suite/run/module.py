@@ -1,23 +1,64 @@
 """LightningModules: one shared step for train/val/test; classification and language modelling
-differ only in how logits and targets are flattened and which extra metric is logged."""
+differ only in how logits and targets are flattened and which extra metric is logged.
+
+Epoch metrics are summed on the device at every step and published once, at the epoch's end, to
+``trainer.callback_metrics`` and the loggers, where ``self.log(..., on_epoch=True)`` put them
+before. ``self.log`` costs about 1 ms a call here whatever is logged (Lightning walks the logged
+metric's state on every call, Lightning issue #20388): two calls a step were the larger part of
+the fc model's overhead, and even four an epoch would be ~5% of an 8x8-digits epoch. The sums
+are the ones Lightning and torchmetrics' micro accuracy kept, in the same order and dtype, so
+every number is bit-for-bit what it was.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy
 
 from suite.models import model_from_spec
+
+
+class _EpochSums:
+    """One stage's running sums over an epoch, kept on the device (no host sync before its end).
+
+    ``loss`` is Lightning's on-epoch mean accumulator: float32, ``+= batch mean * batch size``
+    from zero, one step at a time (a float32 sum in another order could end an ulp away),
+    divided by the summed batch sizes. ``token_loss`` (language models) is the same weighted by
+    tokens, for the perplexity. The accuracy is torchmetrics' ``MulticlassAccuracy("micro")``,
+    correct predictions over targets, with the hits counted once at the epoch's end."""
+
+    __slots__ = ("loss", "examples", "token_loss", "targets", "_hits")
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.token_loss = torch.zeros((), device=device)
+        self.examples = 0
+        self.targets = 0
+        self._hits: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, examples: int,
+            tokens: bool) -> None:
+        self.loss += loss * examples
+        self.examples += examples
+        if tokens:
+            self.token_loss += loss * target.numel()
+        self._hits.append(logits.argmax(dim=1) == target)
+        self.targets += target.numel()
+
+    def accuracy(self) -> torch.Tensor:
+        return torch.cat(self._hits).sum().float() / self.targets
 
 
 class BitsweepModule(L.LightningModule):
     """Trains ``model_from_spec(model_spec)`` with the optimiser and schedule of ``config``."""
 
     CHECK_EVERY = 32  # accelerator steps between divergence checks (CPU checks every step)
+    PERPLEXITY = False  # language models add {stage}_ppl from the token-weighted loss
 
     def __init__(self, config: dict[str, Any], model_spec: dict[str, Any], steps_per_epoch: int,
                  num_classes: int) -> None:
@@ -26,9 +67,14 @@ class BitsweepModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.model = model_from_spec(model_spec)
         self.diverge_loss = float(config["diverge_loss"])
-        self.acc = torch.nn.ModuleDict(
-            {s: MulticlassAccuracy(num_classes=num_classes, average="micro") for s in ("tr", "va", "te")}
-        )
+        self.grad_clip = config.get("grad_clip")
+        # The step is written out in training_step (the same calls in the same order as Lightning's
+        # automatic optimisation): its closure and per-step hook chain were a third of Lightning's
+        # overhead on a small model's step.
+        self.automatic_optimization = False
+        # The bound as the float32 loss is compared with it (``loss > bound`` on the device).
+        self._bound32 = float(torch.tensor(self.diverge_loss, dtype=torch.float32))
+        self._sums: dict[str, _EpochSums] = {}
         # Set when a training loss is NaN/inf or above the bound: the run stops and says so.
         self.diverged_epoch: int | None = None
         self._bad: torch.Tensor | None = None
@@ -37,8 +83,25 @@ class BitsweepModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.check_every_step = self.device.type == "cpu"
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets _current_fx_name around every hook it calls (~45 times a step), and
+        # nn.Module.__setattr__'s parameter/module/buffer checks made that a fifth of its per-step
+        # overhead; for a plain string (or None) it ends in object.__setattr__ anyway.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # A DeviceLoader's batch already sits on the device; Lightning's default would still walk
+        # it with apply_to_collection, every batch.
+        if (isinstance(batch, tuple) and len(batch) == 2
+                and all(isinstance(t, torch.Tensor) and t.device == device for t in batch)):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _flatten(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return logits, y
@@ -47,36 +110,124 @@ class BitsweepModule(L.LightningModule):
         x, y = batch
         logits, target = self._flatten(self.model(x), y)
         loss = F.cross_entropy(logits, target)
-        acc = self.acc[stage[:2]]
-        acc.update(logits.detach(), target)
-        name = {"tr": "train", "va": "val", "te": "test"}[stage[:2]]
-        self.log(f"{name}_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(x))
-        self.log(f"{name}_acc", acc, on_step=False, on_epoch=True, batch_size=len(x))
+        sums = self._sums.get(stage)
+        if sums is None:
+            sums = self._sums[stage] = _EpochSums(loss.device)
+        sums.add(loss.detach(), logits.detach(), target, len(x), self.PERPLEXITY)
         return loss
 
+    def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """This epoch's ``{stage}_loss``, ``{stage}_acc`` (and ``{stage}_ppl``) so far, ``stage``
+        being train, val or test, as float32 tensors; empty before its first batch."""
+        sums = self._sums.get(stage)
+        if sums is None or not sums.examples:
+            return {}
+        out = {f"{stage}_loss": sums.loss / sums.examples, f"{stage}_acc": sums.accuracy()}
+        if self.PERPLEXITY:
+            # exp of the token-weighted mean loss (in float64), not the mean of per-batch exps
+            mean = float(sums.token_loss) / sums.targets
+            ppl = math.exp(min(mean, 50.0)) if math.isfinite(mean) else math.inf
+            out[f"{stage}_ppl"] = torch.tensor(ppl, dtype=torch.float32, device=sums.loss.device)
+        return out
+
+    def publish(self, stage: str) -> None:
+        """Put ``stage``'s epoch metrics where ``self.log(..., on_epoch=True)`` would: into
+        ``trainer.callback_metrics`` (Optuna's pruning callback reads val_acc there at validation
+        end) and to each logger, with the epoch, at the step Lightning logs epoch-end metrics at."""
+        values = self.epoch_metrics(stage)
+        trainer = self._trainer
+        if trainer is None or not values:
+            return
+        trainer.callback_metrics.update(values)
+        if not trainer.loggers:
+            return
+        # Lightning's batch counter for loggers; the fit loop logs training epoch metrics at its
+        # last batch's step, i.e. one less than the counter at the epoch's end.
+        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+        step -= stage == "train"
+        scalars = {**{k: v.item() for k, v in values.items()}, "epoch": trainer.current_epoch}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+            logger.save()
+
+    def on_train_epoch_start(self) -> None:
+        self._sums.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._sums.pop("test", None)
+
+    def on_train_epoch_end(self) -> None:
+        self.publish("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.publish("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.publish("test")
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        opt, schedule = self.optimizers(), self.lr_schedulers()
         loss = self._step(batch, "train")
-        # Divergence (NaN/inf, or above the bound) is flagged on the device; reading the flag back
-        # is a host sync, cheap on CPU (every step) but a pipeline stall on a GPU, where it is read
-        # every CHECK_EVERY steps and on the epoch's last batch, so the recorded epoch is exact.
-        bad = ~torch.isfinite(loss.detach()) | (loss.detach() > self.diverge_loss)
+        opt.zero_grad()
+        if self._diverged(loss.detach(), batch_idx):
+            # Stop rather than train on garbage; the result records the epoch (1-based).
+            self.diverged_epoch = self.current_epoch + 1
+            self.trainer.should_stop = True
+            schedule.step()  # as the automatic loop did after every batch, even a skipped one
+            return None  # no backward, no optimiser step on this batch
+        self.manual_backward(loss)
+        opt.step()  # calls the callbacks' and then this module's on_before_optimizer_step
+        schedule.step()
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Where the automatic loop clipped: after the callbacks saw the gradient (EpochRecorder's
+        # grad_norm is the norm before clipping), with the same call.
+        if self.grad_clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip,
+                                gradient_clip_algorithm="norm")
+
+    def _diverged(self, loss: torch.Tensor, batch_idx: int) -> bool:
+        """NaN/inf, or above the bound. On CPU the loss is read every step (no pipeline to stall);
+        on an accelerator the flag is kept on the device and read every CHECK_EVERY steps and on
+        the epoch's last batch, so the recorded epoch is exact."""
+        if self.check_every_step:
+            value = loss.item()
+            return not (math.isfinite(value) and value <= self._bound32)
+        bad = ~torch.isfinite(loss) | (loss > self.diverge_loss)
         self._bad = bad if self._bad is None else self._bad | bad
         last = batch_idx + 1 >= self.trainer.num_training_batches
-        if self.check_every_step or last or (batch_idx + 1) % self.CHECK_EVERY == 0:
-            flagged = bool(self._bad)
-            self._bad = None
-            if flagged:
-                # Stop rather than train on garbage; the result records the epoch (1-based).
-                self.diverged_epoch = self.current_epoch + 1
-                self.trainer.should_stop = True
-                return None  # no backward, no optimiser step on this batch
-        return loss
+        if not (last or (batch_idx + 1) % self.CHECK_EVERY == 0):
+            return False
+        flagged = bool(self._bad)
+        self._bad = None
+        return flagged
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+
+    @torch.inference_mode()
+    def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                 stage: str = "test") -> dict[str, float]:
+        """One pass over ``batches`` in eval mode, published and returned as ``trainer.test``
+        does it (same steps, same sums, same numbers, same logger record), without the cost of
+        setting up a Lightning loop for a few batches."""
+        was_training = self.training
+        self.eval()
+        try:
+            self._sums.pop(stage, None)
+            for batch in batches:
+                self._step(batch, stage)
+        finally:
+            self.train(was_training)
+        self.publish(stage)
+        return {k: float(v) for k, v in self.epoch_metrics(stage).items()}
 
     def configure_optimizers(self) -> Any:
         cfg = self.hparams.config
@@ -88,22 +239,28 @@ class BitsweepModule(L.LightningModule):
             opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         else:
             opt = torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        total = max(1, self.hparams.steps_per_epoch * cfg["epochs"])
-        warmup = int(round(cfg["warmup_epochs"] * self.hparams.steps_per_epoch))
-        schedule = cfg["schedule"]
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if schedule == "constant":
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            if schedule == "linear":
-                return 1.0 - progress
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_factor(cfg, self.hparams.steps_per_epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_factor(cfg: dict[str, Any], steps_per_epoch: int) -> Callable[[int], float]:
+    """The per-step learning-rate factor: linear warm-up, then constant, linear or cosine decay."""
+    total = max(1, steps_per_epoch * cfg["epochs"])
+    warmup = int(round(cfg["warmup_epochs"] * steps_per_epoch))
+    schedule = cfg["schedule"]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 class ClassifierModule(BitsweepModule):
@@ -112,38 +269,12 @@ class ClassifierModule(BitsweepModule):
 
 class LanguageModelModule(BitsweepModule):
     """Next-token prediction: logits (B, T, vocab) flattened over positions; the accuracy is token
-    accuracy and perplexity = exp(mean loss) is added at the end of each epoch."""
+    accuracy and perplexity = exp(mean loss per token) is added at the end of each epoch."""
+
+    PERPLEXITY = True
 
     def _flatten(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # token-weighted loss sums per stage, kept on the device (no per-step host sync)
-        self._loss_sum: dict[str, list[Any]] = {}
-
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        loss = super()._step(batch, stage)
-        total = self._loss_sum.setdefault(stage, [0.0, 0])
-        total[0] = total[0] + loss.detach().float() * batch[1].numel()
-        total[1] += batch[1].numel()
-        return loss
-
-    def _log_ppl(self, stage: str) -> None:
-        # exp of the token-weighted mean loss, not the mean of per-batch exps.
-        loss_sum, count = self._loss_sum.pop(stage, [0.0, 0])
-        if count:
-            mean = float(loss_sum) / count
-            self.log(f"{stage}_ppl", math.exp(min(mean, 50.0)) if math.isfinite(mean) else math.inf)
-
-    def on_train_epoch_end(self) -> None:
-        self._log_ppl("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_ppl("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_ppl("test")
 
 
 def module_for(task: str) -> type[BitsweepModule]:

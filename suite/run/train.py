@@ -238,8 +238,8 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
         exit_code = 1
         recorder = EpochRecorder()
         try:
-            trainer, fit_seconds = _fit(config, prep, run, [recorder, *callbacks], out, progress)
-            result = _finish(config, prep, trainer, recorder.rows, fit_seconds, run, out)
+            fit_seconds = _fit(config, prep, run, [recorder, *callbacks], out, progress)
+            result = _finish(config, prep, recorder.rows, fit_seconds, run, out)
             return result
         except KeyboardInterrupt:
             exit_code = 255
@@ -278,28 +278,17 @@ def _make_run_dir(config: RunConfig, prep: _Prepared, out: Path) -> Path:
 
 
 def _fit(config: RunConfig, prep: _Prepared, run: Any, callbacks: list[Any], out: Path,
-         progress: bool | None) -> tuple[Any, float]:
-    """The Lightning fit; returns the trainer and the fit's wall time."""
-    import lightning as L
+         progress: bool | None) -> float:
+    """The Lightning fit; returns its wall time."""
+    from lightning.fabric.utilities import registry
 
-    from suite.run.tracking import make_logger
+    from suite.run.tracking import cached_scan, make_logger
 
-    device = prep.device
     train_loader, val_loader, _ = prep.loaders
     logger = make_logger(run)
-    trainer = L.Trainer(
-        accelerator={"cpu": "cpu", "cuda": "gpu", "mps": "mps"}[device.type],
-        devices=[device.index or 0] if device.type == "cuda" else 1,
-        max_epochs=config.epochs, logger=logger if logger is not None else False,
-        callbacks=callbacks, enable_checkpointing=False,
-        enable_progress_bar=show_progress() if progress is None else progress,
-        enable_model_summary=False, num_sanity_val_steps=0,
-        # metrics are logged per epoch; this only keeps Lightning from warning that an
-        # epoch is shorter than its logging interval
-        log_every_n_steps=max(1, min(50, len(train_loader))),
-        gradient_clip_val=config.grad_clip, deterministic=device.type == "cpu",
-        default_root_dir=str(out),
-    )
+    with cached_scan(registry, "entry_points"):  # Lightning's external-callback lookup
+        trainer = _trainer(config, prep.device, logger, callbacks, out, progress,
+                           len(train_loader))
     start = time.perf_counter()
     try:
         trainer.fit(prep.module, train_dataloaders=train_loader, val_dataloaders=val_loader)
@@ -309,14 +298,34 @@ def _fit(config: RunConfig, prep: _Prepared, run: Any, callbacks: list[Any], out
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
-    return trainer, time.perf_counter() - start
+    return time.perf_counter() - start
 
 
-def _finish(config: RunConfig, prep: _Prepared, trainer: Any, rows: Sequence[dict[str, Any]],
-            fit_seconds: float, run: Any, out: Path) -> dict[str, Any]:
+def _trainer(config: RunConfig, device: torch.device, logger: Any, callbacks: list[Any], out: Path,
+             progress: bool | None, steps_per_epoch: int) -> Any:
+    import lightning as L
+
+    return L.Trainer(
+        accelerator={"cpu": "cpu", "cuda": "gpu", "mps": "mps"}[device.type],
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        max_epochs=config.epochs, logger=logger if logger is not None else False,
+        callbacks=callbacks, enable_checkpointing=False,
+        enable_progress_bar=show_progress() if progress is None else progress,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        # metrics are logged per epoch; this only keeps Lightning from warning that an
+        # epoch is shorter than its logging interval
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        # no gradient_clip_val: the module steps the optimiser itself and clips (config.grad_clip)
+        deterministic=device.type == "cpu",
+        default_root_dir=str(out),
+    )
+
+
+def _finish(config: RunConfig, prep: _Prepared, rows: Sequence[dict[str, Any]], fit_seconds: float,
+            run: Any, out: Path) -> dict[str, Any]:
     """Test (unless diverged), write curves, weights, the packed model and result.json; returns
     the RunResult as stored."""
-    measured = _measure(config, prep, trainer, rows, fit_seconds)
+    measured = _measure(config, prep, rows, fit_seconds)
     measured["wandb_run_id"] = getattr(run, "id", None)
     measured["wandb_group"] = config.group()
     _write_curves(rows, out / "curves.csv")
@@ -326,7 +335,7 @@ def _finish(config: RunConfig, prep: _Prepared, trainer: Any, rows: Sequence[dic
     return json.loads((out / "result.json").read_text())
 
 
-def _measure(config: RunConfig, prep: _Prepared, trainer: Any, rows: Sequence[dict[str, Any]],
+def _measure(config: RunConfig, prep: _Prepared, rows: Sequence[dict[str, Any]],
              fit_seconds: float) -> dict[str, Any]:
     """What a finished fit measured (the test pass only when the run did not diverge)."""
     module = prep.module
@@ -336,10 +345,8 @@ def _measure(config: RunConfig, prep: _Prepared, trainer: Any, rows: Sequence[di
         diverged_epoch = next((r["epoch"] for r in rows if r.get("val_loss") is not None
                                and not (math.isfinite(r["val_loss"])
                                         and r["val_loss"] <= config.diverge_loss)), None)
-    test: dict[str, float] = {}
-    if diverged_epoch is None:
-        tested = trainer.test(module, dataloaders=prep.loaders[2], verbose=False)
-        test = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    # the module's own pass: trainer.test's numbers and logger record without its loop set-up
+    test = module.evaluate(prep.loaders[2], "test") if diverged_epoch is None else {}
     measured: dict[str, Any] = {
         **prep.facts,
         "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
