@@ -34,6 +34,7 @@ import torch
 from suite.data.errors import DatasetError
 from suite.data.fetch import ensure_files
 from suite.data.images import SPLIT_SEED, channel_stats, normalise
+from suite.data.paths import write_atomically
 from suite.data.splits import DataSplits, make_splits, per_class_subset, stratified_holdout
 
 NAME = "food101"
@@ -218,21 +219,11 @@ def _load_cached(path: Path, meta: Food101Meta, ids: np.ndarray, size: int) -> t
 
 
 def _save_cached(path: Path, meta: Food101Meta, ids: np.ndarray, x: np.ndarray) -> None:
-    blob = {"version": _CACHE_VERSION, "meta": meta.fingerprint, "ids": _ids_digest(ids)}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            torch.save({**blob, "x": torch.from_numpy(x)}, tmp)
-            os.replace(tmp, path)  # a reader never sees a half-written cache
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError as exc:
-        raise DatasetError(
-            f"cannot write {path} ({exc}); it needs {x.nbytes / 2**30:.2f} GiB in a writable data "
-            "dir (free space there, or point BITSWEEP_DATA_DIR elsewhere)"
-        ) from exc
+    blob = {"version": _CACHE_VERSION, "meta": meta.fingerprint, "ids": _ids_digest(ids),
+            "x": torch.from_numpy(x)}
+    write_atomically(path, lambda tmp: torch.save(blob, tmp),
+                     fix=f"it needs {x.nbytes / 2**30:.2f} GiB in a writable data dir (free space "
+                         "there, or point BITSWEEP_DATA_DIR elsewhere)")
 
 
 def split_images(

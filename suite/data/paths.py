@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 DATA_DIR_ENV = "BITSWEEP_DATA_DIR"
@@ -29,3 +31,23 @@ def find_local_dir(
         if all((directory / f).is_file() for f in filenames):
             return directory, is_system
     return None
+
+
+def write_atomically(path: Path, write: Callable[[str], object], *,
+                     fix: str = "make the data dir writable or point BITSWEEP_DATA_DIR at one that is",
+                     ) -> None:
+    """Call write(tmp) on a temporary file beside `path`, then rename it into place, so a reader
+    never sees half a file; an unwritable data dir is a DatasetError saying so and ``fix``."""
+    from suite.data.errors import DatasetError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot write {path} ({exc}); {fix}") from exc

@@ -16,10 +16,7 @@ indentation are not tokens, and per-token loss and perplexity are per WordPiece 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +24,7 @@ import numpy as np
 import torch
 
 from suite.data.errors import DatasetError
+from suite.data.paths import write_atomically
 from suite.data.splits import DataSplits
 from suite.data.text import build_token_splits
 
@@ -85,25 +83,6 @@ def train_wordpiece(train: bytes, vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it into place, so a reader
-    never sees half a file; an unwritable data dir is a DatasetError saying so."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError as exc:
-        raise DatasetError(
-            f"cannot write {path} ({exc}); make the data dir writable or point "
-            "BITSWEEP_DATA_DIR at one that is"
-        ) from exc
-
-
 def load_or_train(path: Path, train: bytes, vocab_size: int) -> Tokenizer:
     """The tokenizer cached at `path` (see tokenizer_path), trained on `train` and cached first
     when there is none."""
@@ -111,7 +90,7 @@ def load_or_train(path: Path, train: bytes, vocab_size: int) -> Tokenizer:
 
     if not path.is_file():
         tokenizer = train_wordpiece(train, vocab_size)
-        _write_atomically(path, tokenizer.save)
+        write_atomically(path, tokenizer.save)
         return tokenizer
     try:
         tokenizer = Tokenizer.from_file(str(path))
@@ -151,7 +130,7 @@ def encoded_parts(tokenizer: Tokenizer, path: Path, parts: tuple[bytes, ...]) ->
     ids = tuple(encode_wordpiece(tokenizer, part) for part in parts)
     # int32 halves the file; ids stay below the vocabulary size.
     blob = {"digests": digests, "ids": [t.to(torch.int32) for t in ids]}
-    _write_atomically(ids_path, lambda tmp: torch.save(blob, tmp))
+    write_atomically(ids_path, lambda tmp: torch.save(blob, tmp))
     return ids
 
 
