@@ -121,29 +121,20 @@ def log_report(out_dir: Path, frames: StudyFrames, *, study: str, place: WandbPl
     """Log reports/<study>/ (``out_dir``, already written) as one W&B run and return the run's
     local directory; None when the mode is ``disabled``. ``save_dir``: where W&B writes (its
     ``wandb/`` folder is made inside it)."""
-    from suite.run.tracking import _init, finish, quiet_wandb_env, resolve_mode
+    from suite.run.tracking import decide_mode, finish, start
 
-    mode = resolve_mode(place.mode)
+    save_dir = Path(save_dir)
+    mode = decide_mode(place.mode, save_dir)
     if mode == "disabled":
         _say("W&B mode is disabled (the spec's wandb mode); the report was not logged. "
              "Pass --wandb-mode offline or online to log it.")
         return None
-    out_dir, save_dir = Path(out_dir), Path(save_dir)
+    out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     names = _figure_names(fig_dir)
-    quiet_wandb_env()
-    save_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = {"project": place.project, "group": place.group[:128], "name": f"{study}/report",
-              "dir": str(save_dir), "job_type": JOB_TYPE, "tags": ["report"],
-              "config": {"study": study, "runs": len(frames.results), **(config or {})}}
-    run = None
-    if mode == "online":
-        try:
-            run = _init("online", **kwargs)
-        except Exception as err:  # no server reachable: keep it locally, as the runs do
-            _say(f"W&B online start failed ({type(err).__name__}: {err}); logging offline.")
-    if run is None:
-        run = _init("offline", **kwargs)
+    run = start(mode=mode, save_dir=save_dir, job_type=JOB_TYPE, project=place.project,
+                group=place.group, name=f"{study}/report", tags=["report"],
+                config={"study": study, "runs": len(frames.results), **(config or {})})
     import wandb
 
     exit_code = 1

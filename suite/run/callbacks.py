@@ -1,4 +1,5 @@
-"""Per-epoch curves: losses, accuracies, learning rate, gradient norm and weight flip rate."""
+"""Per-epoch curves: losses, accuracies, learning rate, gradient norm, weight flip rate and (as an
+option) weight oscillation."""
 
 from __future__ import annotations
 
@@ -9,18 +10,37 @@ import lightning as L
 import torch
 
 from suite.quant import QuantMixin
+from suite.run.oscillation import OscillationTracker
 
 CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_ppl",
-                 "grad_norm", "flip_rate", "lr")
+                 "grad_norm", "flip_rate", "oscillation", "lr")
+# The curves whose best epoch is a run's W&B summary (``best/<curve>``), and which way is better.
+BEST = {"val_acc": max, "val_loss": min, "val_ppl": min, "train_loss": min}
 
 
-def _level_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    snap = {}
+def best_values(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """``best/<curve>`` over the epochs that have a finite value (a diverged epoch's NaN is not
+    a best)."""
+    out = {}
+    for key, better in BEST.items():
+        seen = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        if seen:
+            out[f"best/{key}"] = better(seen)
+    return out
+
+
+def _levels(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every quantised tensor's level indices, computed afresh (nothing else holds them)."""
+    out = {}
     for name, module in model.named_modules():
         if isinstance(module, QuantMixin):
             for key, qt in module.quantized_tensors().items():
-                snap[f"{name}.{key}"] = qt.indices.clone()
-    return snap
+                out[f"{name}.{key}"] = qt.indices
+    return out
+
+
+def _level_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in _levels(model).items()}
 
 
 def _versions(model: torch.nn.Module) -> tuple[int, ...]:
@@ -34,11 +54,14 @@ class EpochRecorder(L.Callback):
 
     The flip rate is the fraction of quantised weights whose grid level changed during the epoch:
     a direct measure of how restless low-resolution training is. The gradient norm is the mean
-    over the epoch's steps of the global L2 norm before the optimiser step.
+    over the epoch's steps of the global L2 norm before the optimiser step. With
+    ``track_oscillation`` the levels are also read after every step and ``oscillation`` is the
+    oscillation rate at the epoch's end (suite.run.oscillation); else that column stays empty.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, track_oscillation: bool = False) -> None:
         self.rows: list[dict[str, Any]] = []
+        self._oscillation = OscillationTracker() if track_oscillation else None
         self._snapshot: dict[str, torch.Tensor] = {}
         # the last epoch's closing snapshot, reused as the next one's opening snapshot while no
         # parameter has changed in between (saves one level computation per epoch)
@@ -57,6 +80,11 @@ class EpochRecorder(L.Callback):
         else:
             self._snapshot = _level_snapshot(pl_module.model)
         self._grad_sum, self._grad_steps = 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if self._oscillation is not None:
+            self._oscillation.update(_levels(pl_module.model))
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
@@ -86,11 +114,16 @@ class EpochRecorder(L.Callback):
             "val_ppl": get("val_ppl"),
             "grad_norm": float(self._grad_sum) / self._grad_steps if self._grad_steps else None,
             "flip_rate": self._flip_rate(pl_module.model),
+            "oscillation": self._oscillation.rate if self._oscillation is not None else None,
             "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None,
         }
         if getattr(pl_module, "diverged_epoch", None) is not None:
             row.update(train_loss=math.nan, val_loss=math.nan, val_acc=math.nan, val_ppl=None)
         self.rows.append(row)
+        # the row is the loggers' epoch record too: W&B's history holds the report's curves
+        logged = {k: v for k, v in row.items() if v is not None}
+        for logger in trainer.loggers:
+            logger.log_metrics(logged, step=trainer.global_step)
 
     def _flip_rate(self, model: torch.nn.Module) -> float | None:
         if not self._snapshot:

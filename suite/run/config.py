@@ -177,6 +177,9 @@ class RunConfig:
     diverge_loss: float = _field(50.0, "a training loss above this (or NaN/inf) stops the run as "
                                        "diverged, which is a result")
     seed: int = _field(0, "seed of initialisation, shuffling, augmentation and the subset")
+    # what is measured besides
+    track_oscillation: bool = _field(False, "record the weight oscillation rate per epoch (levels "
+                                            "read after every step: slower on small models)")
     device: str = _field("auto", "where it trains; auto: cuda, else mps, else cpu")
     threads: int | None = _field(None, "torch CPU threads; null: all cores but one (W&B gets that one)")
     # where it is logged
@@ -312,7 +315,7 @@ class RunConfig:
 
 # Fields that do not change what is trained: left out of fingerprints.
 _NOT_TRAINED = frozenset({"device", "threads", "data_dir", "wandb_mode", "wandb_project",
-                          "wandb_group", "tags"})
+                          "wandb_group", "tags", "track_oscillation"})
 # Field rules beyond the type: (fields, holds for a valid value, what the error says).
 _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
     (("epochs", "batch_size", "block_size"), lambda v: v >= 1, "must be >= 1"),

@@ -2,9 +2,11 @@
 differ only in how logits and targets are flattened and which extra metric is logged.
 
 Epoch metrics are summed on the device at every step and published once, at the epoch's end, to
-``trainer.callback_metrics`` and the loggers, where ``self.log(..., on_epoch=True)`` put them
-before. ``self.log`` costs about 1 ms a call here whatever is logged (Lightning walks the logged
-metric's state on every call, Lightning issue #20388): two calls a step were the larger part of
+``trainer.callback_metrics``, where ``self.log(..., on_epoch=True)`` put them before; the
+training and validation ones reach the loggers as part of the epoch's curves row (EpochRecorder:
+one W&B history row per epoch, with every curve the report draws), the test ones from here.
+``self.log`` costs about 1 ms a call here whatever is logged (Lightning walks the logged metric's
+state on every call, Lightning issue #20388): two calls a step were the larger part of
 the fc model's overhead, and even four an epoch would be ~5% of an 8x8-digits epoch. The sums
 are the ones Lightning and torchmetrics' micro accuracy kept, in the same order and dtype, so
 every number is bit-for-bit what it was.
@@ -131,20 +133,17 @@ class BitsweepModule(L.LightningModule):
         return out
 
     def publish(self, stage: str) -> None:
-        """Put ``stage``'s epoch metrics where ``self.log(..., on_epoch=True)`` would: into
-        ``trainer.callback_metrics`` (Optuna's pruning callback reads val_acc there at validation
-        end) and to each logger, with the epoch, at the step Lightning logs epoch-end metrics at."""
+        """Put ``stage``'s epoch metrics into ``trainer.callback_metrics`` (Optuna's pruning
+        callback reads val_acc there at validation end), where ``self.log(..., on_epoch=True)``
+        would; the test metrics also go to each logger, with the epoch count."""
         values = self.epoch_metrics(stage)
         trainer = self._trainer
         if trainer is None or not values:
             return
         trainer.callback_metrics.update(values)
-        if not trainer.loggers:
-            return
-        # Lightning's batch counter for loggers; the fit loop logs training epoch metrics at its
-        # last batch's step, i.e. one less than the counter at the epoch's end.
+        if stage != "test" or not trainer.loggers:
+            return  # train and val reach the loggers in the epoch's curves row
         step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
-        step -= stage == "train"
         scalars = {**{k: v.item() for k, v in values.items()}, "epoch": trainer.current_epoch}
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)

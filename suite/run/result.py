@@ -86,6 +86,10 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     _f("flip_rate", float, "last epoch's share of quantised weights whose level changed",
        contract=True, column="float"),
     _f("grad_norm", float, "last epoch's mean global gradient norm", column="float"),
+    _f("oscillation", float, "last epoch's oscillation rate: bias-corrected EMA over steps of the "
+       "share of quantised weights whose level moved against its previous move (Nagel et al. "
+       "2022); null for fp32 and when track_oscillation is off", column="float"),
+    _f("max_oscillation", float, "largest epoch-end oscillation rate", column="float"),
     _f("weight_bits", float, "average stored bits per parameter", contract=True, column="float"),
     _f("fp32_bytes", float, "every parameter at 32 bits", contract=True, column="float"),
     _f("quantized_bytes", float, "quantised parameters at log2 N bits, the rest at 32",

@@ -4,7 +4,9 @@ The papers' claims are about stability, so each is a number here:
 - ``loss_spikes``: epochs whose val loss rose more than ``SPIKE_RISE`` (10%) over the previous epoch;
 - ``max_val_acc_drop``: the largest fall of val accuracy from one epoch to the next (>= 0);
 - ``final_minus_best``: final val accuracy minus the best one (<= 0; how much was given back);
-- ``diverged``: a NaN/inf loss or a loss above the run's bound (recorded by the training step).
+- ``diverged``: a NaN/inf loss or a loss above the run's bound (recorded by the training step);
+- ``oscillation`` / ``max_oscillation``: the last and the largest epoch-end oscillation rate
+  (suite.run.oscillation), when it was tracked.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def stability(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     final = accs[-1] if accs else None
     flips = _finite([r.get("flip_rate") for r in rows])
     grads = _finite([r.get("grad_norm") for r in rows])
+    oscillation = _finite([r.get("oscillation") for r in rows])
     return {
         "loss_spikes": int(spikes),
         "max_val_acc_drop": max([0.0, *drops]),
@@ -47,4 +50,6 @@ def stability(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "flip_rate_mean": sum(flips) / len(flips) if flips else None,
         "grad_norm": grads[-1] if grads else None,
         "grad_norm_max": max(grads) if grads else None,
+        "oscillation": oscillation[-1] if oscillation else None,
+        "max_oscillation": max(oscillation) if oscillation else None,
     }

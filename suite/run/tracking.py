@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 _warned: set[str] = set()
 
@@ -43,13 +46,84 @@ def has_wandb_key() -> bool:
     return bool(auth and auth[2])
 
 
-def resolve_mode(requested: str) -> str:
+def _sync_hint(save_dir: Path | None) -> str:
+    where = f"{save_dir}/wandb" if save_dir is not None else "<dir>/wandb"
+    return f"Upload later with `wandb sync {where}/offline-run-*`."
+
+
+def resolve_mode(requested: str, save_dir: Path | None = None) -> str:
     """``online`` without a key would prompt for one: fall back to offline and say so once."""
     if requested == "online" and not has_wandb_key():
         _say_once("no-key", "no W&B API key (WANDB_API_KEY or `wandb login`); logging offline. "
-                            "Upload later with `wandb sync <dir>/wandb/offline-run-*`.")
+                            + _sync_hint(save_dir))
         return "offline"
     return requested
+
+
+# Seconds the reachability check waits for a TCP connection to the W&B host (or its proxy).
+REACH_SECONDS = 3.0
+# This process's verdict on the W&B server: None until checked, then True (online works) or False
+# (unreachable, or an online start failed): every later run of the process logs offline.
+_online_ok: bool | None = None
+
+
+def wandb_endpoint() -> tuple[str, str, int]:
+    """The W&B server runs would talk to, as (url, host, port): ``WANDB_BASE_URL`` or W&B's
+    cloud, reached through ``HTTPS_PROXY``/``HTTP_PROXY`` when one is set."""
+    url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    scheme = "http" if url.startswith("http://") else "https"
+    proxy = next((os.environ[k] for k in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+                  if os.environ.get(k)), None)
+    target = urlsplit(proxy if proxy else url if "://" in url else f"https://{url}")
+    default_port = 80 if target.scheme == "http" else 443
+    return url, target.hostname or "", target.port or default_port
+
+
+def unreachable(timeout: float = REACH_SECONDS) -> str | None:
+    """Why the W&B server cannot be reached (a few seconds at most), or None when it can: a
+    TCP connection to its host, which is what ``wandb.init`` would otherwise wait ~60 s for.
+    Name resolution runs in a thread, so a resolver that hangs cannot stall the caller."""
+    url, host, port = wandb_endpoint()
+    if not host:
+        return f"WANDB_BASE_URL={url!r} names no host"
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{type(err).__name__}: {err}")
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    return outcome[0] if outcome else f"no answer from {host}:{port} within {timeout:g} s"
+
+
+def decide_mode(requested: str, save_dir: Path | None = None) -> str:
+    """The mode runs of this process (a sweep: of the whole sweep) actually use. ``online`` is
+    checked once: without a key, or with the server out of reach, every run logs offline, and
+    that is said once with the ``wandb sync`` command that uploads the runs later."""
+    global _online_ok
+    mode = resolve_mode(requested, save_dir)
+    if mode != "online":
+        return mode
+    if _online_ok is None:
+        why = unreachable()
+        _online_ok = why is None
+        if why is not None:
+            url = wandb_endpoint()[0]
+            _say_once("unreachable", f"W&B server {url} is not reachable ({why}); logging "
+                                     f"offline for the rest of this process. " + _sync_hint(save_dir))
+    return "online" if _online_ok else "offline"
+
+
+def _online_failed(err: BaseException, save_dir: Path | None) -> None:
+    global _online_ok
+    _online_ok = False
+    _say_once("online-failed", f"W&B online start failed ({type(err).__name__}: {err}); logging "
+                               f"offline for the rest of this process. " + _sync_hint(save_dir))
 
 
 def quiet_wandb_env() -> None:
@@ -57,7 +131,8 @@ def quiet_wandb_env() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")
-    os.environ.setdefault("WANDB_INIT_TIMEOUT", "60")
+    # a server that answers the reachability check but not wandb.init costs this once per process
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
 
 
 _SCANS: dict[tuple[Any, ...], Any] = {}
@@ -104,31 +179,40 @@ def start_run(*, mode: str, project: str, group: str, name: str, save_dir: Path,
               config: dict[str, Any], tags: list[str]) -> Any:
     """Start this run's W&B run; None when W&B is disabled. An online start that fails (no
     network, server down) falls back to offline instead of failing the run."""
-    mode = resolve_mode(mode)
+    return start(mode=mode, save_dir=save_dir, project=project, group=group, name=name,
+                 config=config, tags=tags, job_type="train")
+
+
+def start(*, mode: str, save_dir: Path, job_type: str, **kwargs: Any) -> Any:
+    """A W&B run of ``job_type`` in ``save_dir/wandb/``; None when disabled. Online is decided
+    once per process (``decide_mode``); an online start that fails anyway (the server went away)
+    logs this run and every later one of the process offline."""
+    mode = decide_mode(mode, save_dir)
     if mode == "disabled":
         return None
     quiet_wandb_env()
     save_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = {"project": project, "group": group[:128], "name": name, "dir": str(save_dir),
-              "config": config, "tags": [t[:64] for t in tags], "job_type": "train"}
+    kwargs.update(group=kwargs["group"][:128], tags=[t[:64] for t in kwargs.get("tags", [])],
+                  dir=str(save_dir), job_type=job_type)
     if mode == "online":
         try:
             return _init("online", **kwargs)
         except Exception as err:  # any failure to reach the server means offline
-            _say_once("online-failed", f"W&B online start failed ({type(err).__name__}: {err}); "
-                                       "logging offline.")
+            _online_failed(err, save_dir)
     return _init("offline", **kwargs)
 
 
 def make_logger(run: Any) -> Any:
-    """Lightning's WandbLogger around a started run (epoch metrics, test metrics)."""
+    """Lightning's WandbLogger around a started run. Its history gets one row per epoch (the
+    run's curves.csv row: losses, accuracies, perplexity, lr, gradient norm, flip rate) and the
+    test metrics, all plotted against ``epoch``, the curves' own 1-based epoch."""
     if run is None:
         return None
     from lightning.pytorch.loggers import WandbLogger
 
     logger = WandbLogger(experiment=run, log_model=False)
-    run.define_metric("trainer/global_step")
-    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    run.define_metric("epoch")
+    run.define_metric("*", step_metric="epoch", step_sync=True)
     return logger
 
 
@@ -190,7 +274,8 @@ def _records(path: Path) -> Iterator[bytes]:
 
 
 def read_offline_run(run_directory: str | Path, *, wait: float = 0.0) -> dict[str, Any]:
-    """Config, summary, group, tags, name, id and exit code of a local (offline) W&B run.
+    """Config, summary, history (one dict per logged row), metrics (each defined metric's step
+    metric), group, tags, name, id, job type, project and exit code of a local (offline) W&B run.
 
     ``run.finish()`` returns before wandb's service has written the last records (summary, exit)
     to the file (here: up to ~50 ms later); ``wait`` seconds re-reads until the exit record is
@@ -211,7 +296,8 @@ def _read_run_file(path: Path) -> dict[str, Any]:
     from wandb.proto import wandb_internal_pb2 as pb
 
     out: dict[str, Any] = {"config": {}, "summary": {}, "group": None, "tags": [], "name": None,
-                           "id": None, "exit_code": None}
+                           "id": None, "exit_code": None, "job_type": None, "project": None,
+                           "history": [], "metrics": {}}
 
     def apply(items: Any, target: dict[str, Any]) -> None:
         for item in items:
@@ -224,8 +310,14 @@ def _read_run_file(path: Path) -> dict[str, Any]:
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out.update(group=rec.run.run_group, tags=list(rec.run.tags), name=rec.run.display_name,
-                       id=rec.run.run_id)
+                       id=rec.run.run_id, job_type=rec.run.job_type, project=rec.run.project)
             apply(rec.run.config.update, out["config"])
+        elif kind == "metric":  # define_metric: a name (or glob) and its step metric
+            out["metrics"][rec.metric.name or rec.metric.glob_name] = rec.metric.step_metric
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            apply(rec.history.item, row)
+            out["history"].append(row)
         elif kind == "config":
             apply(rec.config.update, out["config"])
         elif kind == "summary":

@@ -222,7 +222,7 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
     propagates (KeyboardInterrupt stays a KeyboardInterrupt); ``result.json`` is then absent, never
     half-written. Extra Lightning ``callbacks`` (e.g. Optuna's pruning callback) are added.
     """
-    from suite.run.callbacks import EpochRecorder
+    from suite.run.callbacks import EpochRecorder, best_values
     from suite.run.tracking import finish, run_dir, start_run
 
     with _run_scope():
@@ -236,7 +236,7 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
         result: dict[str, Any] = {}  # set once result.json is written
         summary: dict[str, Any] = {}
         exit_code = 1
-        recorder = EpochRecorder()
+        recorder = EpochRecorder(track_oscillation=config.track_oscillation)
         try:
             fit_seconds = _fit(config, prep, run, [recorder, *callbacks], out, progress)
             result = _finish(config, prep, recorder.rows, fit_seconds, run, out)
@@ -250,8 +250,9 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
                 summary = {"pruned": True, "epochs_run": len(recorder.rows)}
             raise
         finally:
+            summary.update(best_values(recorder.rows))
             if result:
-                where = finish(run, result)
+                where = finish(run, {**result, **summary})
             else:
                 # no result.json: keep the epochs that did finish (a pruned trial's curves
                 # matter to the report) and close the W&B run as failed (or pruned)

@@ -65,6 +65,7 @@ class WorkerPlan:
     limit: int | None  # trials this machine may still start (None: no limit)
     grace: float
     index: int = 0
+    wandb_offline: bool = False  # online W&B was found unreachable once, for the whole sweep
 
 
 def _quiet_optuna() -> None:
@@ -213,6 +214,8 @@ def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
     config = RunConfig.from_dict({**cell, **tuned})
     if plan.threads:
         config = config.replace(threads=plan.threads)
+    if plan.wandb_offline and config.wandb_mode == "online":
+        config = config.replace(wandb_mode="offline")
     study_dir = Path(plan.runs_root) / spec.study
     run_dir = study_dir / "trials" / f"t{trial.number:05d}"
     trial.set_user_attr("config", config.to_dict())
@@ -456,6 +459,17 @@ def check_datasets(spec: SweepSpec, *, keep: bool = False) -> None:
             raise ConfigError(f"dataset={cell.dataset!r}{where}: {err}") from None
 
 
+def _wandb_offline(spec: SweepSpec, runs_root: Path) -> bool:
+    """Whether trials that ask for online W&B log offline instead: decided once here, in the
+    parent, so that an unreachable server costs the sweep one quick check (said once, with the
+    ``wandb sync`` command), not a ~30 s timeout per trial in every worker."""
+    from suite.run.tracking import decide_mode
+
+    if not any(cell.wandb_mode == "online" for cell in spec.cells):
+        return False
+    return decide_mode("online", Path(runs_root) / spec.study) != "online"
+
+
 def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | None = None,
               n_trials: int | None = None, runs_root: Path = Path("runs"),
               threads: int | None = None, grace: float = GRACE_SECONDS) -> dict[str, Any]:
@@ -470,6 +484,7 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     if n_trials is not None and n_trials < 0:
         raise ValueError(f"--n-trials {n_trials}: must be >= 0")
     check_datasets(spec, keep=workers == 1)  # before the storage or runs/<study>/ exists
+    offline = _wandb_offline(spec, runs_root)
     url = storage_url(spec, storage, runs_root)
     start = time.perf_counter()
     study = open_study(spec, url)
@@ -482,7 +497,8 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
           + (f", {state.failed_for_good} failed for good" if state.failed_for_good else ""),
           file=sys.stderr)
     plan = WorkerPlan(spec=spec, url=url, runs_root=str(runs_root),
-                      threads=threads or _default_threads(workers), limit=n_trials, grace=grace)
+                      threads=threads or _default_threads(workers), limit=n_trials, grace=grace,
+                      wandb_offline=offline)
     progress = Progress(study, state.slots, state.done, spec.axes)
     interrupted = False
     previous_handler = _catch_ctrl_c()

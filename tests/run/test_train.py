@@ -6,6 +6,7 @@ The expensive part (16 short runs: fc, cnn, vit on digits and lm on stdlib-text,
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -135,6 +136,54 @@ def test_wandb_offline_run_config_matches_the_run_config(matrix, model, precisio
     assert run["exit_code"] == 0
     assert run["summary"]["test_acc"] == pytest.approx(result["test_acc"])
     assert run["summary"]["diverged"] is False
+
+
+@pytest.mark.parametrize(("model", "precision"), CELLS)
+def test_wandb_history_is_the_curves_per_epoch_with_best_values(matrix, model, precision) -> None:
+    out, _, result = matrix[(model, precision)]
+    run = wandb_run(out)
+    assert run["metrics"]["*"] == "epoch"
+    with (out / "curves.csv").open() as f:
+        curves = list(csv.DictReader(f))
+    rows = [r for r in run["history"] if "train_loss" in r]
+    assert [r["epoch"] for r in rows] == [int(c["epoch"]) for c in curves] == [1, 2]
+    for row, curve in zip(rows, curves):
+        for column, text in curve.items():  # every curve the report draws, per epoch
+            if text == "":
+                assert column not in row, column
+            else:
+                assert row[column] == pytest.approx(float(text), rel=1e-6), column
+    wanted = {"lr", "grad_norm", "val_acc", "val_loss", "train_acc"}
+    wanted |= {"val_ppl"} if model == "lm" else set()
+    wanted |= {"flip_rate"} if precision != "fp32" else set()
+    assert wanted <= set(rows[-1]), wanted - set(rows[-1])
+    tested = [r for r in run["history"] if "test_acc" in r]
+    assert len(tested) == 1 and tested[0]["epoch"] == 2
+    assert tested[0]["test_acc"] == pytest.approx(result["test_acc"])
+    summary = run["summary"]
+    assert summary["best/val_acc"] == pytest.approx(max(float(c["val_acc"]) for c in curves))
+    assert summary["best/val_loss"] == pytest.approx(min(float(c["val_loss"]) for c in curves))
+    assert ("best/val_ppl" in summary) == (model == "lm")
+
+
+def test_oscillation_tracking_records_it_and_changes_nothing_trained(matrix, tmp_path) -> None:
+    out, config, plain = matrix[("cnn", "2.32")]
+    tracked = train(config.replace(track_oscillation=True), tmp_path / "tracked")
+    with (tmp_path / "tracked" / "curves.csv").open() as f:
+        rates = [float(r["oscillation"]) for r in csv.DictReader(f)]
+    assert len(rates) == 2 and all(0.0 <= r <= 1.0 for r in rates)
+    assert tracked["oscillation"] == rates[-1] and tracked["max_oscillation"] == max(rates)
+    assert plain["oscillation"] is None and plain["max_oscillation"] is None
+    assert config.replace(track_oscillation=True).fingerprint() == config.fingerprint()
+    # model.bsw's header holds the config, whose track_oscillation is one byte longer as "false"
+    skip = VOLATILE | {"oscillation", "max_oscillation", "track_oscillation", "packed_bytes",
+                       "packed_compression", "packed_ratio"}
+    assert {k: v for k, v in tracked.items() if k not in skip} == \
+        {k: v for k, v in plain.items() if k not in skip}
+    weights = [(d / "model.safetensors").read_bytes() for d in (out, tmp_path / "tracked")]
+    assert weights[0] == weights[1]  # the same trained weights, bit for bit
+    fp32 = train(tiny("fc", "fp32", track_oscillation=True), tmp_path / "fp32")
+    assert fp32["oscillation"] is None  # nothing quantised, nothing to oscillate
 
 
 def test_every_run_is_its_own_wandb_run(matrix) -> None:
