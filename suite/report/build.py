@@ -27,6 +27,7 @@ from suite.report import style
 from suite.report.claims import claims_frame, evaluate_claims, rules_markdown
 from suite.report.figures import FIGURES, FigureOutput, Unavailable
 from suite.report.frame import StudyFrames
+from suite.report.lrstress import STABLE_ACC_MARGIN, run_max_stable_lr
 from suite.report.stats import ReportData, prepare
 from suite.report.tables import (
     CLAIMS_RULES_COLUMNS,
@@ -37,6 +38,7 @@ from suite.report.tables import (
     budget_table,
     claims_table,
     failed_table,
+    max_stable_lr_table,
     summary_table,
     to_latex,
     to_markdown,
@@ -76,7 +78,7 @@ def build_report(
     data = prepare(frames)
     job = _FigureJob(data, out_dir / "figures", formats,
                      workers if workers is not None else default_workers())
-    frames.results.to_csv(out_dir / "results.csv", index=False)
+    _results_with_lr_limit(frames, data).to_csv(out_dir / "results.csv", index=False)
     frames.curves.to_csv(out_dir / "curves.csv", index=False)
     notes: list[str] = []
     if data.acc_col is None:
@@ -101,6 +103,13 @@ def build_report(
     path = out_dir / "report.md"
     path.write_text(md)
     return path
+
+
+def _results_with_lr_limit(frames: StudyFrames, data: ReportData) -> pd.DataFrame:
+    """results.csv: every run, and last the max stable lr of its setting (lrstress; NaN outside
+    an lr sweep and where not even the smallest lr was stable)."""
+    limit = run_max_stable_lr(data)
+    return frames.results.assign(max_stable_lr=frames.results["run_id"].map(limit).astype(float))
 
 
 # --- figures and tables ----------------------------------------------------------------------
@@ -147,7 +156,7 @@ def default_workers() -> int:
 
 
 # Slowest first, so two workers finish together; the report keeps FIGURES order.
-_COST_ORDER = ("stability", "learning_curves", "gap_heatmap", "accuracy_vs_bits",
+_COST_ORDER = ("stability", "learning_curves", "lr_stability", "gap_heatmap", "accuracy_vs_bits",
                "epochs_to_fp32", "memory_vs_accuracy")
 
 
@@ -208,8 +217,24 @@ def _attempt(make: Callable[[ReportData], FigureOutput], data: ReportData,
 
 
 class _Table:
-    def __init__(self, name: str, title: str, df: pd.DataFrame, caption: str):
+    def __init__(self, name: str, title: str, df: pd.DataFrame, caption: str,
+                 numbers: pd.DataFrame | None = None):
         self.name, self.title, self.df, self.caption = name, title, df, caption
+        self.numbers = numbers  # written as tables/<name>.csv beside the md and tex
+
+
+def _lr_table(data: ReportData) -> _Table:
+    df, numbers = max_stable_lr_table(data)
+    return _Table(
+        "max_stable_lr", "Max stable learning rate", df,
+        "Where training breaks, per setting of the lr sweep (seeds pooled): the max stable lr is "
+        "the largest lr such that at it and at every smaller lr of the sweep no seed diverged "
+        f"and the mean accuracy is within {STABLE_ACC_MARGIN:g} points of the setting's best mean "
+        "accuracy over its lrs; shown as an lr and as a multiple of the setting's smallest lr. "
+        "≥: stable at every lr of the sweep, a censored value (the limit lies at or above the "
+        "largest lr tried); <: not stable even at the smallest. Per lr multiple: mean accuracy "
+        "(%) of the runs that did not diverge, and diverged/runs.",
+        numbers)
 
 
 def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list[_Table]:
@@ -236,6 +261,10 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
         ))
     except TableUnavailable as exc:
         notes.append(f"table budget: not made, {exc}")
+    try:
+        out.append(_lr_table(data))
+    except TableUnavailable as exc:
+        notes.append(f"table max_stable_lr: not made, {exc}")
     out.append(_Table(
         "claims", "Claims of the papers against this study", claims_table(claims),
         "Each claim's statistic: difference in means over matched settings with a 95% CI (the "
@@ -244,6 +273,8 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
     ))
     for t in out:
         (table_dir / f"{t.name}.md").write_text(to_markdown(t.df))
+        if t.numbers is not None:
+            t.numbers.to_csv(table_dir / f"{t.name}.csv", index=False)
         if t.name == "claims":
             # On paper the claims table splits in two: verdicts, and the statistic and rule
             # behind each (report.md shows them in one).
@@ -353,7 +384,9 @@ def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables
             lines.append(f"{len(t.df)} rows: see [tables/{t.name}.md](tables/{t.name}.md).")
         else:
             lines.append(to_markdown(t.df))
-        lines += [f"LaTeX: [tables/{t.name}.tex](tables/{t.name}.tex)", ""]
+        lines += [f"LaTeX: [tables/{t.name}.tex](tables/{t.name}.tex)"
+                  + (f"; numbers: [tables/{t.name}.csv](tables/{t.name}.csv)"
+                     if t.numbers is not None else ""), ""]
     failed = failed_table(data)
     if len(failed):
         lines += ["## Runs that did not finish", "",

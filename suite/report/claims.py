@@ -42,9 +42,16 @@ epochs (``max_val_acc_drop``, points); a diverged run counts as losing its best 
 ended unusable whatever its last recorded drop was. Instability needs epochs to show: runs with
 fewer than MIN_STABILITY_EPOCHS epochs are left out of claims 3 and 4.
 
-A study with several quantisers (``scale_rule``) gets C1-C4 once per quantiser, and one with
-several bnn readings (``conv_norm``) gets C5 once per reading (``SPLITS``): pooled, a reading that
-trains well and one that does not average to a verdict about neither.
+C3-lr and C4-lr put claims 3 and 4 on the learning-rate stress axis: their value per run is the
+log2 of its setting's max stable learning rate, per seed (suite/report/lrstress.py defines it).
+A value censored at the sweep's top can hide an effect above it, so when every value a claim
+needs to move is censored the verdict is inconclusive (``_Test.censored``); that holds in every
+resample too, since a resample redraws the same censored values.
+
+A study with several quantisers (``scale_rule``) gets C1-C4 (C3-lr and C4-lr too) once per
+quantiser, and one with several bnn readings (``conv_norm``) gets C5 once per reading
+(``SPLITS``): pooled, a reading that trains well and one that does not average to a verdict about
+neither.
 """
 
 from __future__ import annotations
@@ -59,6 +66,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from suite.report.lrstress import (
+    NO_LR_VARIATION,
+    STABLE_ACC_MARGIN,
+    seed_frontier,
+    stress_axes,
+)
 from suite.report.stats import (
     MATCH_TOLERANCE,
     ReportData,
@@ -80,6 +93,7 @@ ACC_MARGIN = 2.0  # points: "about the same accuracy" means within +-2 points
 INSTABILITY_MARGIN = 1.0  # points of val-accuracy drop: smaller differences are "no effect"
 EPOCH_MARGIN = 1.0  # epochs: smaller differences in epochs-to-match are "no effect"
 LOW_RES_MAX_BITS = 2.5  # "low resolution" for claim 3: level grids of at most 2.32 bits
+LR_MARGIN = 1.0  # log2 of the max stable lr: differences under a factor of 2 are "no effect"
 N_BOOT_DEFAULT = 2000
 MIN_STABILITY_EPOCHS = 3  # the largest epoch-to-epoch drop needs at least two changes to pick from
 # 1000 resamples put a share near 80% within about ±1.3 points (its Monte Carlo standard error).
@@ -168,6 +182,9 @@ class _Test:
     unit: str
     # C4: inconclusive when side A's mean stays under this in every stratum (nothing to restore)
     stable_below: float | None = None
+    # C3-lr, C4-lr: when the values the claim needs to move are all censored at the top of the
+    # lr sweep, inconclusive; the text says which values, for the rule
+    censored: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,15 +198,23 @@ class _Spec:
     @property
     def rule(self) -> str:
         text = rule_text(self.test.kind, self.test.margin, self.test.unit)
-        if self.test.stable_below is None:
+        first = []
+        if self.test.stable_below is not None:
+            first.append(f"the zero-free runs were stable to begin with (mean instability under "
+                         f"{self.test.stable_below:g} point in every matched setting: nothing to "
+                         "restore)")
+        if self.test.censored is not None:
+            first.append(self.test.censored)
+        if not first:
             return text
-        return (f"first, inconclusive whenever the zero-free runs were stable to begin with (mean "
-                f"instability under {self.test.stable_below:g} point in every matched setting: "
-                f"nothing to restore); otherwise {text}")
+        return f"first, inconclusive whenever {' or '.join(first)}; otherwise {text}"
 
 
 _ACC = _Test("equivalence", ACC_MARGIN, "points")
 _INSTABILITY = _Test("effect", INSTABILITY_MARGIN, "points")
+_LR = _Test("effect", LR_MARGIN, "log2 lr")
+_MSL = ("log2 of the max stable lr per seed, as a multiple of its setting's smallest lr "
+        "(1 = a factor of 2)")
 
 SPECS: dict[str, _Spec] = {
     "C1": _Spec(
@@ -211,10 +236,27 @@ SPECS: dict[str, _Spec] = {
         f"≤ {LOW_RES_MAX_BITS:g} bits",
         _INSTABILITY,
     ),
+    "C3-lr": _Spec(
+        "C3-lr", "data augmentation lowers the max stable learning rate of low-resolution "
+        "models more than that of fp32", "arXiv 2502.08795 (claim 3 on the lr-stress axis)",
+        f"{_MSL}: without − with augmentation (seeds paired), level grids ≤ "
+        f"{LOW_RES_MAX_BITS:g} bits (each resolution its own setting) − fp32 of the same setting",
+        dataclasses.replace(_LR, censored=(
+            "every low-resolution run stayed stable up to the sweep's largest lr, with and "
+            "without augmentation (max stable lr censored: nothing shows it lowered)")),
+    ),
     "C4": _Spec(
         "C4", "including zero as a weight value restores stability", "arXiv 2502.08795",
         "instability (max val-acc drop, points) of 2^k levels − 2^k+1 levels, same bit budget k",
         dataclasses.replace(_INSTABILITY, stable_below=INSTABILITY_MARGIN),
+    ),
+    "C4-lr": _Spec(
+        "C4-lr", "zero-included grids stay stable at a higher learning rate than zero-free "
+        "grids of the same bit budget", "arXiv 2502.08795 (claim 4 on the lr-stress axis)",
+        f"{_MSL}: 2^k+1 levels − 2^k levels, same bit budget k",
+        dataclasses.replace(_LR, censored=(
+            "the zero-free runs stayed stable up to the sweep's largest lr in every matched "
+            "setting (max stable lr censored: a higher one for zero cannot show)")),
     ),
     "C5": _Spec(
         "C5", "binary normalized networks (bnn) reach about the 32-bit accuracy",
@@ -363,8 +405,10 @@ class _Options:
     n_resamples: int = N_RESAMPLES
 
 
-def _decide(spec: _Spec, strata: _Strata | None, opts: _Options, missing: str | None = None
-            ) -> ClaimResult:
+def _decide(spec: _Spec, strata: _Strata | None, opts: _Options, missing: str | None = None,
+            censored: str | None = None) -> ClaimResult:
+    """The row of a claim. ``censored``: why the values are censored (``_Test.censored``'s
+    rule holds), or None."""
     res = ClaimResult(spec.id, spec.claim, spec.source, spec.statistic, spec.rule)
     if missing or strata is None:
         res.reason = missing or ""
@@ -384,6 +428,11 @@ def _decide(spec: _Spec, strata: _Strata | None, opts: _Options, missing: str | 
     res.models = ", ".join(strata.models)
     res.verdict = interval_verdict(test.kind, lo, hi, test.margin)
     res.reason = _reason(test, res.verdict, lo, hi)
+    if censored is not None:
+        res.verdict, res.reason = INCONCLUSIVE, f"{censored}; {res.reason}"
+        # A resample redraws each side from the same values: all censored again, in every one.
+        res.holds, res.fragile = 1.0, False
+        return res
     worst = max(float(np.mean(a)) for a, _ in groups)
     if test.stable_below is not None and worst < test.stable_below:
         res.verdict = INCONCLUSIVE
@@ -507,8 +556,85 @@ def claim_zero(data: ReportData, seed: int = 0, n_boot: int = N_BOOT_DEFAULT,
                                  grids["grid"] == "zero", run_instability(grids)), opts)
 
 
+# --- claims 3 and 4 on the lr-stress axis ------------------------------------------------------
+
+
+def _lr_frontiers(data: ReportData) -> tuple[pd.DataFrame, str | None]:
+    """Per-seed max stable lr values (lrstress.seed_frontier), or why there are none."""
+    ms = seed_frontier(data)
+    return ms, NO_LR_VARIATION if ms.empty else None
+
+
+def _low_res(df: pd.DataFrame) -> pd.Series:
+    return df["grid"].isin(["zero", "no zero"]) & (df["bits"] <= LOW_RES_MAX_BITS)
+
+
+def _augment_lr_missing(ms: pd.DataFrame) -> str | None:
+    if not _low_res(ms).any():
+        return f"no level-grid runs at ≤ {LOW_RES_MAX_BITS:g} bits in an lr sweep"
+    if not (ms["precision"] == "fp32").any():
+        return "no fp32 runs in an lr sweep"
+    if ms["augment"].nunique() < 2 or not (ms["augment"] == "none").any():
+        return "no augmentation variation (needs runs with augment = none and with another)"
+    return None
+
+
+def _augment_drops(ms: pd.DataFrame, base: list[str]) -> pd.DataFrame:
+    """Per setting (``base`` axes, resolution), seed and augmentation other than none: how far
+    the max stable lr falls with it, ``drop`` = value(none) − value(augmented), in log2 units;
+    ``both_censored``: neither value saw a break. ``augment`` names the augmented side."""
+    on = [*base, "precision", "seed"]
+    none = ms.loc[ms["augment"] == "none", [*on, "value", "censored"]]
+    pairs = ms[ms["augment"] != "none"].merge(none, on=on, suffixes=("", "_none"))
+    return pairs.assign(drop=pairs["value_none"] - pairs["value"],
+                        both_censored=pairs["censored"] & pairs["censored_none"])
+
+
+def claim_augment_lr(data: ReportData, seed: int = 0, n_boot: int = N_BOOT_DEFAULT,
+                     n_resamples: int = N_RESAMPLES) -> ClaimResult:
+    spec, opts = SPECS["C3-lr"], _Options(seed, n_boot, n_resamples)
+    ms, missing = _lr_frontiers(data)
+    missing = missing or _augment_lr_missing(ms)
+    if missing:
+        return _decide(spec, None, opts, missing)
+    base = [a for a in stress_axes(data) if a != "augment"]
+    pairs = _augment_drops(ms, base)
+    low = pairs[_low_res(pairs)]
+    # Each low resolution is its own stratum, against the fp32 drops of the same setting (the
+    # same fp32 values then serve every resolution of that setting, as in C1's matched gaps).
+    strat = [*base, "augment"]
+    fp32 = pairs[pairs["precision"] == "fp32"].drop(columns="precision").merge(
+        low[[*strat, "precision"]].drop_duplicates(), on=strat)
+    both = pd.concat([low.assign(_side=True), fp32.assign(_side=False)], ignore_index=True)
+    keys = [*strat, "precision"]
+    strata = _strata(both, keys, both["_side"], ~both["_side"], both["drop"])
+    flags = _strata(both, keys, both["_side"], ~both["_side"],
+                    both["both_censored"].astype(float).where(both["drop"].notna()))
+    censored = bool(flags.groups) and all(a.all() for a, _ in flags.groups)
+    return _decide(spec, strata, opts, censored=spec.test.censored if censored else None)
+
+
+def claim_zero_lr(data: ReportData, seed: int = 0, n_boot: int = N_BOOT_DEFAULT,
+                  n_resamples: int = N_RESAMPLES) -> ClaimResult:
+    spec, opts = SPECS["C4-lr"], _Options(seed, n_boot, n_resamples)
+    ms, missing = _lr_frontiers(data)
+    if missing is None:
+        ms = ms[ms["grid"].isin(["zero", "no zero"]) & ms["k"].notna()]
+        if ms["grid"].nunique() < 2:
+            missing = "needs both zero-free (2^k) and zero-included (2^k+1) grids in an lr sweep"
+    if missing:
+        return _decide(spec, None, opts, missing)
+    keys = [*stress_axes(data), "k"]
+    zero, free = ms["grid"] == "zero", ms["grid"] == "no zero"
+    strata = _strata(ms, keys, zero, free, ms["value"])
+    flags = _strata(ms, keys, zero, free, ms["censored"].astype(float))
+    censored = bool(flags.groups) and all(b.all() for _, b in flags.groups)
+    return _decide(spec, strata, opts, censored=spec.test.censored if censored else None)
+
+
 CLAIMS: dict[str, Callable[..., ClaimResult]] = {
-    "C1": claim_2232, "C2": claim_epochs, "C3": claim_augment, "C4": claim_zero, "C5": claim_bnn,
+    "C1": claim_2232, "C2": claim_epochs, "C3": claim_augment, "C3-lr": claim_augment_lr,
+    "C4": claim_zero, "C4-lr": claim_zero_lr, "C5": claim_bnn,
 }
 
 
@@ -528,7 +654,8 @@ class Split:
 
 
 SPLITS = (
-    Split("scale_rule", ("zero", "no zero"), ("C1", "C2", "C3", "C4"), "level-grid", "quantiser"),
+    Split("scale_rule", ("zero", "no zero"), ("C1", "C2", "C3", "C3-lr", "C4", "C4-lr"),
+          "level-grid", "quantiser"),
     Split("conv_norm", ("bnn",), ("C5",), "bnn", "bnn reading"),
 )
 
@@ -608,7 +735,8 @@ def rules_markdown() -> str:
         "row says what is missing.",
         "",
         "The verdict rules of a claim exclude one another: exactly one holds for any interval, "
-        "and the margin comes first. An effect claim (C2-C4) whose interval lies within the "
+        "and the margin comes first. An effect claim (C2-C4, C3-lr, C4-lr) whose interval lies "
+        "within the "
         "margin is *contradicted* (no meaningful effect) however clearly it excludes 0; it is "
         "*supported* only when the interval lies above 0 and reaches past the margin, and "
         "*opposite* when it lies below 0 and reaches past the other margin (the effect runs the "
@@ -620,7 +748,9 @@ def rules_markdown() -> str:
         "verdict. A resample redraws the values of each side within each counted setting with "
         "replacement (deviations from their mean scaled by √(n/(n−1)), so a redraw of 2-3 seeds "
         "is as spread as the seeds), then recomputes the statistic, its Welch interval and the "
-        "verdict (C4's nothing-to-restore rule included). A verdict that holds in under "
+        "verdict (C4's nothing-to-restore rule included; the censoring rule of C3-lr and C4-lr, "
+        "when it holds, holds in every resample: a redraw picks from the same censored values). "
+        "A verdict that holds in under "
         f"{FRAGILE_BELOW:.0%} of them is marked "
         "*(fragile)*: another run of the same study may well give another one.",
         "",
@@ -635,6 +765,8 @@ def rules_markdown() -> str:
         "mean final fp32 accuracy (never reached = its budget + 1), minus the same for the "
         "fp32 runs of the setting.",
         "",
+        _lr_paragraph(),
+        "",
     ]
     for spec in SPECS.values():
         lines.append(f"- **{spec.id}** ({spec.source}): {spec.claim}. Statistic: "
@@ -642,8 +774,37 @@ def rules_markdown() -> str:
     return "\n".join(lines)
 
 
+def _lr_paragraph() -> str:
+    return (
+        "Max stable learning rate (C3-lr, C4-lr, the max_stable_lr table): a stress setting is "
+        "every swept setting but lr, at one resolution. An lr of it is *stable* when no seed "
+        "diverged there and, from the setting's best lr (the one of its best mean accuracy over "
+        "its lrs, of the runs that did not diverge) up, the mean accuracy of its runs is within "
+        f"{STABLE_ACC_MARGIN:g} points of that best; below the best lr only divergence counts "
+        "(a lower accuracy there is under-training at a small lr, not instability); its *max "
+        "stable lr* is the largest lr such that it and every "
+        "smaller lr of the sweep are stable (a frontier walked up from the smallest lr). Per seed "
+        "the same walk runs over that seed's runs alone (a run is stable when it did not diverge "
+        "and, from the setting's best lr up, its accuracy is within the margin), valued as log2 of the max stable lr over the "
+        "setting's smallest lr: one grid step below the smallest when not even that is stable, "
+        "and log2(largest / smallest) when every lr is, a *censored* value (the true limit lies "
+        "at or above the largest lr the sweep tried). C3-lr pairs the seeds of a setting by seed "
+        "number. The margin is "
+        f"{LR_MARGIN:g} in log2 units, a factor of {2 ** LR_MARGIN:g} in lr. When every value a "
+        "claim needs to move is censored, its verdict is inconclusive (its rule says which). "
+        "Everywhere else lr is an ordinary setting: the other claims compare runs at the same lr.")
+
+
+def _claim_span(claims: Sequence[str]) -> str:
+    """("C1", "C2", "C3", "C3-lr", "C4", "C4-lr") -> "C1-C4 (and C3-lr, C4-lr)"."""
+    base = [c for c in claims if "-" not in c]
+    extra = [c for c in claims if "-" in c]
+    text = f"{base[0]}-{base[-1]}" if len(base) > 1 else base[0]
+    return text + (f" (and {', '.join(extra)})" if extra else "")
+
+
 def _split_lines() -> list[str]:
-    parts = [f"{'C1-C4' if len(s.claims) > 1 else s.claims[0]} {'get ' if i == 0 else ''}one row "
+    parts = [f"{_claim_span(s.claims)} {'get ' if i == 0 else ''}one row "
              f"per {s.what} (`{s.column}` of the {s.runs} runs)" for i, s in enumerate(SPLITS)]
     return [
         f"{' and '.join(parts)} when a study has more than one, with ids such as "

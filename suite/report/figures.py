@@ -8,7 +8,9 @@ marks; matplotlib only adds what seaborn cannot (given intervals, reference line
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,10 +30,12 @@ from matplotlib.ticker import (
     LogLocator,
     MaxNLocator,
     NullFormatter,
+    NullLocator,
 )
 
 from suite.report import style
 from suite.report.frame import grid_kind, order_precisions
+from suite.report.lrstress import MIN_LRS, has_lr_variation, lr_levels, multiple_label
 from suite.report.stats import (
     MATCH_TOLERANCE,
     ReportData,
@@ -40,6 +44,7 @@ from suite.report.stats import (
     matched_gaps,
     points,
     run_instability,
+    run_oscillation,
     summarize,
 )
 
@@ -385,15 +390,19 @@ _STABILITY = (
     ("div_rate", "divergence rate (%)", 5.0),
     ("spikes", "val-loss spikes per run", 0.5),
 )
+# Drawn when some run tracked it (RunConfig.track_oscillation): older studies have no such values.
+_OSCILLATION = ("oscillation", "weight oscillation\n(% of weights per step)", 0.5)
 
 
 def _config_stability(data: ReportData, df: pd.DataFrame) -> pd.DataFrame:
     keys = [*data.axes, "family", "precision", "bits", "grid", "k"]
     return (
-        df.assign(div=df["diverged"].astype(float), instability=run_instability(df))
+        df.assign(div=df["diverged"].astype(float), instability=run_instability(df),
+                  osc=run_oscillation(df, data.curves))
         .groupby(keys, dropna=False, sort=False)
         .agg(n=("run_id", "size"), spread=("acc", "std"), div_rate=("div", "mean"),
-             spikes=("loss_spikes", "mean"), instability=("instability", "mean"))
+             spikes=("loss_spikes", "mean"), instability=("instability", "mean"),
+             oscillation=("osc", "mean"))
         .reset_index()
         .assign(div_rate=lambda d: d["div_rate"] * 100)
     )
@@ -443,17 +452,21 @@ def stability(data: ReportData) -> FigureOutput:
     augs = sorted(cfg["augment"].dropna().unique(), key=lambda a: (a != "none", a))
     labels = order_precisions(cfg["precision"])
     pal = style.palette(labels)
-    fig, axes = style.new_figure(2, len(_STABILITY), width=style.DOUBLE_COLUMN_IN, height=4.8)
+    metrics = _STABILITY + ((_OSCILLATION,) if cfg["oscillation"].notna().any() else ())
+    fig, axes = style.new_figure(2, len(metrics), width=style.DOUBLE_COLUMN_IN, height=4.8)
     notes = []
-    top_letters, bottom_letters = "abcd", "efgh"
-    for j, (metric, ylabel, min_top) in enumerate(_STABILITY):
+    top_letters = string.ascii_lowercase[:len(metrics)]
+    bottom_letters = string.ascii_lowercase[len(metrics):2 * len(metrics)]
+    for j, (metric, ylabel, min_top) in enumerate(metrics):
         # Top: augmentation off vs on. Models pooled: mean of the per-configuration values.
         ax = axes[0, j]
         by_aug = (cfg.groupby(["augment", "precision"], dropna=False)[metric]
                   .mean().reset_index().dropna(subset=[metric]))
         _augment_panel(ax, by_aug, metric, labels, augs)
         ax.set_ylabel(ylabel)
-        style.panel_title(ax, f"({top_letters[j]}) augmentation")
+        # Five panels a row leave too little width for the long word: the last title ran off.
+        style.panel_title(ax, f"({top_letters[j]}) "
+                          + ("augmentation" if len(metrics) <= len(_STABILITY) else "augment"))
         _nonnegative_limits(ax, by_aug[metric], min_top)
         if by_aug.empty:
             _empty_panel(ax, "needs ≥ 2 seeds\nper configuration" if metric == "spread"
@@ -505,7 +518,11 @@ def stability(data: ReportData) -> FigureOutput:
         "epoch-to-epoch fall of validation accuracy per run (a diverged run counts as losing "
         "its best accuracy; the instability of claims C3/C4), share of runs that diverged, and "
         "mean count of validation-loss spikes (a rise of more than 10% over the previous epoch) "
-        "per run, then averaged over models. "
+        "per run"
+        + (", and the weight oscillation (share of quantised weights whose level moved back "
+           "against its previous move, an EMA over steps at the last epoch, Nagel et al. 2022; "
+           "runs that tracked it)" if len(metrics) > len(_STABILITY) else "")
+        + ", then averaged over models. "
         "Top: each resolution without augmentation (filled, left) and with it (hollow, then "
         "tinted for a second kind, left to right in legend order). "
         "Bottom: zero-free grids (2^k levels, circles, solid) against zero-included grids "
@@ -513,6 +530,99 @@ def stability(data: ReportData) -> FigureOutput:
         "dotted: fp32." + _fixed_text(fixed)
     )
     return FigureOutput("stability", "Training stability", caption, fig, notes)
+
+
+# The lr-stress figure: the two level-grid kinds side by side, fp32 and bnn in both as references.
+_LR_COLUMNS = ("no zero", "zero")
+_LR_REFERENCES = ("fp32", "bnn")
+
+
+def _lr_style(grid: str) -> dict[str, object]:
+    """Line and marker of one resolution: references dotted, level grids as everywhere else."""
+    if grid in _LR_REFERENCES:
+        return {"ls": ":", "marker": style.GRID_MARKERS[grid], "lw": 0.9, "ms": 4.0}
+    dash = style.GRID_DASHES.get(grid, "")
+    return {"ls": (0, dash) if dash else "-", "marker": style.GRID_MARKERS.get(grid, "o"),
+            "lw": 1.1, "ms": 3.5}
+
+
+def _lr_lines(ax: Axes, levels: pd.DataFrame, y: str, pal: dict[str, str]) -> None:
+    # NaN (every seed diverged) breaks a line: a gap, not a fall to zero.
+    for label, g in levels.groupby("precision", sort=False):
+        g = g.sort_values("multiple")
+        grid = str(g["grid"].iloc[0])
+        ax.plot(g["multiple"].to_numpy(float), g[y].to_numpy(float), color=pal[label],
+                mec="0.15", mew=0.4,
+                zorder=2 if grid in _LR_REFERENCES else 3, **_lr_style(grid))
+
+
+def _lr_axis(ax: Axes, multiples: pd.Series, *, last: bool) -> None:
+    ms = sorted(float(m) for m in multiples.unique())
+    ax.set_xscale("log")
+    ax.set_xticks(ms, [f"{multiple_label(m)}×" for m in ms])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(ms[0] / 1.4, ms[-1] * 1.4)
+    ax.tick_params(axis="x", labelbottom=last)
+    if last:
+        ax.set_xlabel("learning rate (multiple of the sweep's smallest)")
+
+
+def _lr_pair(top: Axes, bottom: Axes, fam_levels: pd.DataFrame, grid: str,
+             pal: dict[str, str]) -> None:
+    """One model and grid kind: accuracy over lr (top), share of diverged seeds (bottom)."""
+    shown = fam_levels[fam_levels["grid"].isin([grid, *_LR_REFERENCES])]
+    _lr_lines(top, shown, "acc", pal)
+    _lr_lines(bottom, shown, "div_pct", pal)
+    acc = shown["acc"].dropna()
+    if len(acc):
+        top.set_ylim(max(0.0, float(acc.min()) - 3), min(100.0, float(acc.max()) + 3))
+    bottom.set_ylim(-8, 108)
+    bottom.set_yticks([0, 50, 100])
+    if not (fam_levels["grid"] == grid).any():
+        _empty_panel(top, f"no {style.GRID_NAMES[grid]} runs")
+
+
+def lr_stability(data: ReportData) -> FigureOutput:
+    if not has_lr_variation(data):
+        raise Unavailable(f"fewer than {MIN_LRS} learning rates per setting: the study sweeps no lr")
+    df, fixed = headline_slice(data.runs, data.axes, keep=["lr"])
+    lv = lr_levels(dataclasses.replace(data, runs=df))
+    lv = lv.assign(div_pct=lv["div_share"] * 100)
+    families = sorted(lv["family"].unique())
+    labels = order_precisions(lv["precision"])
+    pal = style.palette(labels)
+    fig, axes = style.new_figure(2 * len(families), len(_LR_COLUMNS),
+                                 width=style.DOUBLE_COLUMN_IN, height=1.75 * len(families) + 1.0,
+                                 height_ratios=[2.6, 1.0] * len(families))
+    for i, fam in enumerate(families):
+        f = lv[lv["family"] == fam]
+        for j, grid in enumerate(_LR_COLUMNS):
+            top, bottom = axes[2 * i, j], axes[2 * i + 1, j]
+            _lr_pair(top, bottom, f, grid, pal)
+            _lr_axis(top, lv["multiple"], last=False)
+            _lr_axis(bottom, lv["multiple"], last=i == len(families) - 1)
+            style.panel_title(top, f"{fam}: {style.GRID_NAMES[grid]}")
+            top.set_ylabel(f"{_acc_name(data)} (%)" if j == 0 else "")
+            bottom.set_ylabel("diverged\n(% of seeds)" if j == 0 else "")
+    handles = [Line2D([], [], color=pal[p], mec="0.15", mew=0.4, label=p,
+                      **_lr_style(grid_kind(p) or "")) for p in labels]
+    fit_legend(fig, handles, loc="outside lower center", handletextpad=0.4, columnspacing=1.0,
+               title="weight resolution (bits; fp32 and bnn dotted, in both columns)")
+    notes = []
+    if not lv["grid"].isin(_LR_COLUMNS).any():
+        notes.append("lr stability: no level-grid runs in the lr sweep, references only")
+    if not (lv["precision"] == "fp32").any():
+        notes.append("lr stability: no fp32 runs in the lr sweep, so no fp32 reference")
+    caption = (
+        f"Where training breaks. {_acc_name(data).capitalize()} (top of each pair: mean over "
+        "the seeds that did not diverge; a gap: every seed diverged) and share of seeds that "
+        "diverged (bottom) against the learning rate as a multiple of the sweep's smallest "
+        "(log scale), one pair of rows per model; left: zero-free grids (2^k levels, circles, "
+        "solid), right: zero-included grids (2^k+1 levels, squares, dashed); fp32 (diamonds) "
+        "and bnn (stars), dotted, in both as references. The max stable lr of every setting is "
+        "in the max_stable_lr table." + _fixed_text(fixed)
+    )
+    return FigureOutput("lr_stability", "Learning-rate stability", caption, fig, notes)
 
 
 def _nonnegative_limits(ax: Axes, values: pd.Series, min_top: float) -> None:
@@ -696,6 +806,7 @@ FIGURES: tuple[Callable[[ReportData], FigureOutput], ...] = (
     gap_heatmap,
     learning_curves,
     stability,
+    lr_stability,
     epochs_to_fp32,
     memory_vs_accuracy,
 )

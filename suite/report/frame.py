@@ -46,8 +46,10 @@ Accuracies stay fractions in [0, 1] as the runs report them; figures and tables 
 
 ``curves`` columns (``CURVE_COLUMNS``): run_id, the grouping columns ``CURVE_GROUP_COLUMNS``
 copied from ``results``, then epoch (1-based), train_loss, train_acc, val_loss, val_acc, val_ppl,
-grad_norm, flip_rate and ``lr_epoch`` (the per-epoch learning rate, renamed so it cannot clash
-with the configured ``lr``). Values after a divergence may be NaN.
+grad_norm, flip_rate, oscillation (the share of quantised weights whose level moved back against
+its previous move, an EMA over steps at the epoch's end; NaN where not tracked) and ``lr_epoch``
+(the per-epoch learning rate, renamed so it cannot clash with the configured ``lr``). Values
+after a divergence may be NaN.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ CURVE_GROUP_COLUMNS: tuple[str, ...] = (
 )
 CURVE_METRICS: tuple[str, ...] = (
     "train_loss", "train_acc", "val_loss", "val_acc", "val_ppl", "grad_norm", "flip_rate",
-    "lr_epoch",
+    "oscillation", "lr_epoch",
 )
 CURVE_COLUMNS: tuple[str, ...] = ("run_id", *CURVE_GROUP_COLUMNS, "epoch", *CURVE_METRICS)
 

@@ -54,6 +54,19 @@ def run_instability(df: pd.DataFrame) -> pd.Series:
     return drop.where(~diverged, np.fmax(drop.fillna(0), lost.fillna(0)))
 
 
+def run_oscillation(df: pd.DataFrame, curves: pd.DataFrame) -> pd.Series:
+    """Weight oscillation of each run of ``df``, in percent: its result's ``oscillation`` (the
+    EMA at the last epoch), else the last value its curves recorded; NaN where it was not
+    tracked (fp32 runs, tracking off, studies from before the measure existed)."""
+    out = pd.Series(np.nan, index=df.index, dtype=float)
+    if "oscillation" in df:
+        out = pd.to_numeric(df["oscillation"], errors="coerce").astype(float)
+    if "oscillation" in curves and curves["oscillation"].notna().any():
+        c = curves.dropna(subset=["oscillation"]).sort_values("epoch")
+        out = out.fillna(df["run_id"].map(c.groupby("run_id")["oscillation"].last()))
+    return points(out)
+
+
 def t_halfwidth(std: pd.Series | np.ndarray, n: pd.Series | np.ndarray) -> np.ndarray:
     """Half-width of the t interval of a mean; NaN where n < 2 (no spread to estimate)."""
     n = np.asarray(n, dtype=float)
@@ -198,7 +211,9 @@ def precision_order(df: pd.DataFrame) -> list[str]:
     return order_precisions(df["precision"]) if "precision" in df and len(df) else []
 
 
-_RULES = {"epochs": ("largest", max), "width": ("largest", max)}
+# An lr sweep (lrstress) multiplies the default upward to find where training breaks: the
+# headline trains at its smallest lr, the one the others stress.
+_RULES = {"epochs": ("largest", max), "width": ("largest", max), "lr": ("smallest", min)}
 
 
 def _reference(g: pd.DataFrame, axis: str) -> object:

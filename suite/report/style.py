@@ -8,7 +8,7 @@ zero-included, and the marker tells them apart too, so nothing rests on colour a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,6 +111,7 @@ def paper_style() -> Iterator[None]:
 def new_figure(
     nrows: int = 1, ncols: int = 1, *, width: float = SINGLE_COLUMN_IN, height: float | None = None,
     sharex: bool | str = False, sharey: bool | str = False,
+    height_ratios: Sequence[float] | None = None,
 ) -> tuple[Figure, np.ndarray]:
     """A constrained-layout figure on the Agg canvas (no pyplot: no global figure registry,
     no GUI backend, nothing to close)."""
@@ -118,7 +119,9 @@ def new_figure(
         height = 2.4 * nrows + 0.5
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
+    grid = {"height_ratios": list(height_ratios)} if height_ratios is not None else None
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey,
+                        gridspec_kw=grid)
     return fig, axes
 
 

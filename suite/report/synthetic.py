@@ -4,7 +4,8 @@ The generator follows the papers' qualitative picture so every figure has someth
 accuracy gaps to fp32 shrink with bits and with model size; small low-resolution models converge
 more slowly; augmentation adds validation spikes and divergences at low resolution, mostly on
 zero-free grids; bnn sits a couple of points under fp32. The numbers are invented: nothing here is
-a measurement.
+a measurement. ``lr_stress_records`` builds the other kind of study, a learning-rate stress sweep
+whose frontier (the multiple from which each run diverges) the caller sets exactly.
 
 It ships in the package, not under tests/, because bench/bench_report.py builds its 10,000-run
 study from it and a user can try the report without training anything; no report path calls it.
@@ -12,8 +13,9 @@ study from it and a user can try the report without training anything; no report
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -171,6 +173,73 @@ def synthetic_records(
         records.append({"run_id": f"trial-{n}", "trial": n, "state": "FAIL", "config": config,
                         "error": "RuntimeError: CUDA out of memory (synthetic failure)",
                         "cell": "failed"})
+    return records
+
+
+LR_MULTIPLES = (1, 3, 10, 30)  # the lr-stress sweep's multiples of the default lr
+
+
+def _stress_curves(acc: float, epochs: int, broke: bool, oscillation: float | None
+                   ) -> list[dict[str, Any]]:
+    """Validation accuracy rising to ``acc``; a run that broke stops after epoch 1 (NaN after:
+    diverged at epoch 2)."""
+    rows = []
+    for e in range(1, epochs + 1):
+        val = acc - 0.2 * (epochs - e) / epochs
+        rows.append({"epoch": e, "val_acc": float("nan") if broke and e > 1 else val,
+                     "val_loss": float("nan") if broke and e > 1 else 2.0 * (1 - val),
+                     "oscillation": None if oscillation is None else oscillation * e / epochs})
+    return rows
+
+
+def lr_stress_records(
+    breaks: Callable[[Mapping[str, Any]], float | None],
+    *,
+    models: Sequence[str] = ("fc",),
+    precisions: Sequence[str] = ("fp32", "bnn", "1", "1.58", "2", "2.32"),
+    augments: Sequence[str] = ("none",),
+    seeds: Sequence[int] = (0, 1, 2),
+    multiples: Sequence[float] = LR_MULTIPLES,
+    base_lr: float = 0.002,
+    epochs: int = 4,
+    accuracy: Callable[[Mapping[str, Any]], float] | None = None,
+    oscillation: bool = False,
+    rng_seed: int = 0,
+) -> list[dict[str, Any]]:
+    """An lr-stress study with a known frontier: every model x precision x augment x seed x lr
+    multiple. ``breaks(run)`` gives the multiple from which that run diverges (None: never);
+    ``run`` holds model, precision, augment, seed and multiple. ``accuracy(run)``: the final
+    accuracy of a run that did not diverge (default: by resolution, plus 0.2 points of noise).
+    ``oscillation``: quantised runs report it (result fields and a curves column), as runs with
+    RunConfig.track_oscillation do."""
+    rng = np.random.default_rng(rng_seed)
+    records: list[dict[str, Any]] = []
+    for model, precision, augment, seed, multiple in itertools.product(
+            models, precisions, augments, seeds, multiples):
+        run = {"model": model, "precision": precision, "augment": augment, "seed": seed,
+               "multiple": multiple}
+        start = breaks(run)
+        broke = start is not None and multiple >= start
+        bits = precision_bits(precision)
+        acc = accuracy(run) if accuracy else 0.95 - (0.0 if precision == "fp32" else
+                                                     0.08 * math.exp(-(bits - 1)))
+        acc += rng.normal(0, 0.002)
+        osc = None if not oscillation or precision == "fp32" else 0.01 * math.sqrt(multiple)
+        config = {"model": model, "dataset": "digits", "precision": precision,
+                  "augment": augment, "epochs": epochs, "seed": seed, "lr": base_lr * multiple,
+                  "width": 1.0, "scale_rule": "gauss"}
+        result = {**config, "task": "image", "diverged": broke,
+                  "diverged_epoch": 2 if broke else None,
+                  "test_acc": None if broke else acc, "val_acc": None if broke else acc,
+                  "best_val_acc": acc - 0.2 * (epochs - 1) / epochs if broke else acc,
+                  "max_val_acc_drop": 0.0, "loss_spikes": 0}
+        if oscillation:
+            result.update(oscillation=osc, max_oscillation=None if osc is None else 1.5 * osc)
+        n = len(records)
+        records.append({"run_id": f"trial-{n}", "trial": n, "state": "COMPLETE",
+                        "result": result, "config": config,
+                        "curves": _stress_curves(acc, epochs, broke, osc),
+                        "cell": f"{model}/{augment}/{precision}/lr{multiple:g}x"})
     return records
 
 

@@ -14,6 +14,15 @@ import pandas as pd
 
 from suite.report.claims import ClaimResult
 from suite.report.frame import order_precisions, precision_bits
+from suite.report.lrstress import (
+    CENSORED,
+    NO_LR_VARIATION,
+    NONE,
+    frontier_table,
+    multiple_label,
+    per_lr_multiples,
+    stress_axes,
+)
 from suite.report.stats import ReportData, headline_slice, matched_gaps, summarize
 
 
@@ -106,6 +115,40 @@ def budget_table(data: ReportData) -> tuple[pd.DataFrame, list[str]]:
                 "stored (KiB)": _fmt(best["kib"], 1),
             })
     return pd.DataFrame(rows), fixed
+
+
+def _frontier_text(row: pd.Series) -> str:
+    """"0.006 (3×)"; "≥ 0.06 (≥ 30×)" when censored (stable at every lr of the sweep);
+    "< 0.002 (< 1×)" when not stable even at the smallest."""
+    if row["frontier"] == NONE:
+        return f"< {row['smallest']:g} (< 1×)"
+    at = "≥ " if row["frontier"] == CENSORED else ""
+    return f"{at}{row['max_stable_lr']:g} ({at}{multiple_label(row['max_stable_multiple'])}×)"
+
+
+def max_stable_lr_table(data: ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The max stable learning rate of every setting of an lr sweep (lrstress), for reading, and
+    its numbers (tables/max_stable_lr.csv). Per lr multiple a cell holds the mean accuracy of
+    the runs that did not diverge and, in parentheses, diverged/runs."""
+    numbers = frontier_table(data)
+    if numbers.empty:
+        raise TableUnavailable(NO_LR_VARIATION)
+    runs = data.runs
+    keys = [a for a in stress_axes(data)
+            if a in ("model", "dataset") or runs[a].nunique(dropna=False) > 1]
+    order = {p: i for i, p in enumerate(order_precisions(numbers["precision"]))}
+    numbers = (numbers.assign(_o=numbers["precision"].map(order))
+               .sort_values([*keys, "_o"], na_position="last").drop(columns="_o")
+               .reset_index(drop=True))
+    out = pd.DataFrame({k: numbers[k].map(_fmt_value) for k in keys})
+    out["resolution"] = numbers["precision"].to_numpy()
+    out["max stable lr"] = [_frontier_text(r) for _, r in numbers.iterrows()]
+    for m in per_lr_multiples(numbers):
+        out[f"{m}×"] = [
+            "–" if pd.isna(n) else f"{_fmt(a)} ({round(d * n)}/{int(n)})"
+            for a, d, n in zip(numbers[f"acc_{m}x"], numbers[f"diverged_{m}x"],
+                               numbers[f"runs_{m}x"], strict=True)]
+    return out, numbers
 
 
 def _share(holds: float) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, build_report, load_study
 from suite.report.claims import SPECS, VERDICTS
-from suite.report.figures import FIGURES
+from suite.report.figures import FIGURES, lr_stability
 from suite.report.style import FORMATS
 from suite.report.synthetic import add_to_study, synthetic_records
 
@@ -24,6 +24,9 @@ resolutions: [fp32, bnn, 1, 1.58, 2, 2.32, 3, 3.17, 4, 4.09]
 augment: [none, standard]
 seeds: [0, 1, 2]
 """
+
+# The study sweeps no learning rate: every figure but the lr-stress one is drawn.
+DRAWN = tuple(f for f in FIGURES if f is not lr_stability)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def test_every_file_exists(built):
     assert report == out / "report.md"
     for name in ("results.csv", "curves.csv", "report.md"):
         assert (out / name).stat().st_size > 0
-    for make in FIGURES:
+    for make in DRAWN:
         for fmt in FORMATS:
             path = out / "figures" / f"{make.__name__}.{fmt}"
             assert path.stat().st_size > 1000, path
@@ -70,7 +73,7 @@ def test_every_file_exists(built):
 def test_pngs_decode_and_are_not_blank(built):
     _, out, _, _ = built
     pngs = sorted((out / "figures").glob("*.png"))
-    assert len(pngs) == len(FIGURES)
+    assert len(pngs) == len(DRAWN)
     for png in pngs:
         img = mpimg.imread(png)
         assert img.ndim == 3 and img.shape[0] > 500 and img.shape[1] > 900, png
@@ -100,6 +103,7 @@ def test_csvs_have_documented_columns(built):
     assert len(results) == n_records
     assert {"batch_size"} <= set(results.columns)  # config fields beyond the contract kept
     assert results["status"].isin(["ok", "diverged", "failed"]).all()
+    assert results.columns[-1] == "max_stable_lr" and results["max_stable_lr"].isna().all()
     curves = pd.read_csv(out / "curves.csv")
     assert list(curves.columns[: len(CURVE_COLUMNS)]) == list(CURVE_COLUMNS)
     assert len(curves) == len(frames.curves) > 0
@@ -151,13 +155,15 @@ def test_claims_table_has_a_verdict_per_claim(built):
 def test_report_md_shows_everything(built):
     _, out, report, _ = built
     md = report.read_text()
-    for make in FIGURES:
+    for make in DRAWN:
         assert f"figures/{make.__name__}.png" in md
     for part in ("## Provenance", "## Claims", "## Figures", "## Tables", "## Study spec",
                  "bitsweep report sweeps/demo.yaml", "pandas ", "seaborn ", "0000000synthetic",
                  "resolutions: [fp32, bnn", "## Runs that did not finish", "out of memory"):
         assert part in md, part
     assert "ERROR" not in md
+    assert "figure lr_stability: not drawn, fewer than 2 learning rates per setting" in md
+    assert "table max_stable_lr: not made, no learning-rate variation" in md
     # every linked file exists
     for link in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / link).exists(), link

@@ -232,10 +232,10 @@ def test_bootstrap_is_seeded_and_stratified():
     assert two[0] == pytest.approx(5 / 6)
 
 
-def test_evaluate_claims_returns_all_five_in_order():
+def test_evaluate_claims_returns_every_claim_in_order():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.8, 2))]
     results = evaluate_claims(_data(runs))
-    assert [r.id for r in results] == ["C1", "C2", "C3", "C4", "C5"]
+    assert [r.id for r in results] == ["C1", "C2", "C3", "C3-lr", "C4", "C4-lr", "C5"]
     assert all(r.verdict == INCONCLUSIVE and r.reason for r in results)
 
 
@@ -358,7 +358,8 @@ def test_each_bnn_reading_gets_its_own_claim_row():
     assert c.verdict == CONTRADICTED and c.models == "cnn" and (c.n_a, c.n_b) == (3, 3)
     assert c.estimate == pytest.approx(-10, abs=1)
     assert "bnn runs with conv_norm = c" in c.statistic
-    assert [r.id for r in results if not r.id.startswith("C5")] == ["C1", "C2", "C3", "C4"]
+    assert [r.id for r in results if not r.id.startswith("C5")] == [
+        "C1", "C2", "C3", "C3-lr", "C4", "C4-lr"]
 
 
 def test_each_quantiser_gets_its_own_rows_against_the_one_fp32_reference():
@@ -373,8 +374,10 @@ def test_each_quantiser_gets_its_own_rows_against_the_one_fp32_reference():
     rows = {r.id: r for r in evaluate_claims(_data(runs))}
     assert [i for i in rows if i.startswith("C1")] == ["C1 (scale_rule = absmean)",
                                                        "C1 (scale_rule = gauss)"]
-    assert [i for i in rows if i.startswith("C4")] == ["C4 (scale_rule = absmean)",
-                                                       "C4 (scale_rule = gauss)"]
+    assert [i for i in rows if i.startswith("C4 ")] == ["C4 (scale_rule = absmean)",
+                                                        "C4 (scale_rule = gauss)"]
+    assert [i for i in rows if i.startswith("C4-lr")] == ["C4-lr (scale_rule = absmean)",
+                                                          "C4-lr (scale_rule = gauss)"]
     assert rows["C1 (scale_rule = gauss)"].verdict == SUPPORTED
     absmean = rows["C1 (scale_rule = absmean)"]
     assert absmean.verdict == CONTRADICTED and absmean.n_b == 3

@@ -29,7 +29,7 @@ import pytest
 from suite.cli import main
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, load_run_dirs
 from suite.report.claims import SPECS, VERDICTS
-from suite.report.figures import FIGURES
+from suite.report.figures import FIGURES, lr_stability
 from suite.report.style import FORMATS
 from suite.run.config import RunConfig, config_fields
 from suite.run.result import CONTRACT_FIELDS
@@ -58,6 +58,9 @@ grid:
 wandb: {mode: disabled}
 """
 CRASH_PRECISION = "2"  # the thin study's trial that crashes mid-training
+
+# The study sweeps no learning rate: every figure but the lr-stress one is drawn.
+DRAWN = tuple(f for f in FIGURES if f is not lr_stability)
 
 
 class _Crash(Exception):
@@ -168,7 +171,7 @@ def test_every_file_exists(real):
     out = real["out"]
     for name in ("results.csv", "curves.csv", "report.md", "tables/claims.csv"):
         assert (out / name).stat().st_size > 0, name
-    for make in FIGURES:
+    for make in DRAWN:
         for fmt in FORMATS:
             assert (out / "figures" / f"{make.__name__}.{fmt}").stat().st_size > 1000
     for name in ("summary", "budget", "claims"):
@@ -178,7 +181,7 @@ def test_every_file_exists(real):
 
 def test_pngs_decode_are_not_blank_and_have_paper_widths(real):
     pngs = sorted((real["out"] / "figures").glob("*.png"))
-    assert [p.stem for p in pngs] == sorted(f.__name__ for f in FIGURES)
+    assert [p.stem for p in pngs] == sorted(f.__name__ for f in DRAWN)
     for png in pngs:
         img = mpimg.imread(png)
         assert img.ndim == 3 and img.shape[0] > 300, png.name
@@ -292,7 +295,7 @@ def test_report_md_records_command_commit_spec_and_rules(real):
     assert "## How the verdicts are decided" in md
     for spec in SPECS.values():
         assert spec.rule in md
-    for make in FIGURES:
+    for make in DRAWN:
         assert f"figures/{make.__name__}.png" in md
     assert "ERROR" not in md
     for link in re.findall(r"\]\(([^)]+)\)", md):
