@@ -8,7 +8,15 @@ augmentation, and a loader that batches straight from tensors on the training de
 """
 
 from suite.data.augment import AUGMENTATIONS, make_augment
-from suite.data.catalog import DATASETS, EMBEDDED, TEXT_DATASETS, dataset_task, load_dataset
+from suite.data.catalog import (
+    DATASETS,
+    EMBEDDED,
+    TEXT_DATASETS,
+    TOKENIZERS,
+    dataset_option_error,
+    dataset_task,
+    load_dataset,
+)
 from suite.data.errors import DatasetError
 from suite.data.loader import DeviceLoader
 from suite.data.splits import DataSplits
@@ -17,6 +25,8 @@ __all__ = [
     "AUGMENTATIONS",
     "DATASETS",
     "TEXT_DATASETS",
+    "TOKENIZERS",
+    "dataset_option_error",
     "dataset_task",
     "EMBEDDED",
     "DataSplits",

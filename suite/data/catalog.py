@@ -202,32 +202,32 @@ def dataset_task(name: str) -> str:
     return "text" if name in TEXT_DATASETS else "image"
 
 
-def _positive_or_none(field: str, value: object) -> None:
+def _positive_or_none(field: str, value: object) -> str | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise DatasetError(f"{field}={value!r} must be a positive integer or None")
+        return f"{field}={value!r} must be a positive integer or None"
+    return None
 
 
-def _check_options(name: str, image_size: int | None, tokenizer: str, vocab_size: int | None) -> None:
-    """Refuse options the dataset has no use for: silently ignoring one would mislabel a run."""
-    _positive_or_none("image_size", image_size)
-    _positive_or_none("vocab_size", vocab_size)
+def dataset_option_error(name: str, *, image_size: int | None = None, tokenizer: str = "char",
+                         vocab_size: int | None = None) -> str | None:
+    """Why an option does not fit dataset ``name`` (naming the option, its value and the fix), or
+    None. An option the dataset has no use for is refused: silently ignoring it would mislabel a
+    run. load_dataset and RunConfig both ask here."""
+    if why := _positive_or_none("image_size", image_size) or _positive_or_none("vocab_size", vocab_size):
+        return why
     if image_size is not None and name not in RESIZABLE:
-        raise DatasetError(
-            f"image_size={image_size} applies only to {', '.join(RESIZABLE)}; {name!r} has a fixed "
-            "size, leave image_size=None"
-        )
+        return (f"image_size={image_size} applies only to {', '.join(RESIZABLE)}; {name!r} has a "
+                "fixed size, leave image_size=None")
     if tokenizer not in TOKENIZERS:
-        raise DatasetError(f"tokenizer={tokenizer!r} is unknown; choose one of {', '.join(TOKENIZERS)}")
+        return f"tokenizer={tokenizer!r} is unknown; choose one of {', '.join(TOKENIZERS)}"
     if tokenizer != "char" and name not in TEXT_DATASETS:
-        raise DatasetError(
-            f"tokenizer={tokenizer!r} applies only to the text corpora ({', '.join(TEXT_DATASETS)}); "
-            f"{name!r} is an image dataset, use tokenizer='char' (the default)"
-        )
+        return (f"tokenizer={tokenizer!r} applies only to the text corpora "
+                f"({', '.join(TEXT_DATASETS)}); {name!r} is an image dataset, use tokenizer='char' "
+                "(the default)")
     if vocab_size is not None and tokenizer != "wordpiece":
-        raise DatasetError(
-            f"vocab_size={vocab_size} applies only to tokenizer='wordpiece'; the char vocabulary "
-            "is the corpus's own characters, leave vocab_size=None"
-        )
+        return (f"vocab_size={vocab_size} applies only to tokenizer='wordpiece'; the char vocabulary "
+                "is the corpus's own characters, leave vocab_size=None")
+    return None
 
 
 def load_dataset(
@@ -255,7 +255,9 @@ def load_dataset(
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if subset is not None and subset < 1:
         raise DatasetError(f"subset={subset} must be a positive count or None")
-    _check_options(name, image_size, tokenizer, vocab_size)
+    if why := dataset_option_error(name, image_size=image_size, tokenizer=tokenizer,
+                                   vocab_size=vocab_size):
+        raise DatasetError(why)
     return _LOADERS[name](
         data_dir=resolve_data_dir(data_dir),
         download=download,

@@ -30,6 +30,12 @@ class DeviceLoader:
     iteration started (first batch taken) is the next epoch; `set_epoch` picks one explicitly,
     and state_dict / load_state_dict carry the epoch through a Lightning checkpoint (resuming at
     an epoch boundary). `augment` must keep labels.
+
+    With ``shard=(rank, world)`` (data-parallel training) the loader still walks the whole
+    dataset's batches in the same order, and yields rank's contiguous part of each: batch b of
+    ``world`` ranks with batch_size B / world is batch b of one loader with batch_size B, split
+    in ``world`` (the last, shorter batch as evenly as it goes). ``len`` counts those batches.
+    ``batch_size`` is the global batch.
     """
 
     def __init__(
@@ -42,6 +48,7 @@ class DeviceLoader:
         seed: int,
         augment: Augment | None = None,
         drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}; they must match")
@@ -52,7 +59,11 @@ class DeviceLoader:
                 f"drop_last with batch_size={batch_size} > {len(x)} examples yields no batch; "
                 "lower batch_size or set drop_last=False"
             )
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard={shard}: the rank must be in 0 .. world - 1")
         self.x, self.y = x, y
+        self.shard = (rank, world)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -102,8 +113,12 @@ class DeviceLoader:
         if augment is not None:
             aug_gen = torch.Generator(device=self.device)
             aug_gen.manual_seed(_epoch_seed(self.seed, epoch, 1))
+        rank, world = self.shard
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            if world > 1 and augment is None:
+                # only this rank's part; with an augmentation the whole batch is drawn (below)
+                lo, hi = lo + (hi - lo) * rank // world, lo + (hi - lo) * (rank + 1) // world
             if order is None:
                 xb, yb = self.x[lo:hi], self.y[lo:hi]
             else:
@@ -111,4 +126,9 @@ class DeviceLoader:
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
             if augment is not None and aug_gen is not None:
                 xb = augment(xb, aug_gen)
+                if world > 1:
+                    # augmented whole, then split: the random draws of each example are the ones
+                    # it gets in one process (an augmentation draws per batch, in batch order)
+                    part = slice(len(xb) * rank // world, len(xb) * (rank + 1) // world)
+                    xb, yb = xb[part], yb[part]
             yield xb, yb

@@ -16,6 +16,7 @@ import torch
 # _SEQ_ALPHA_MIN in the forward pass (a step trained down to 0 would divide by zero).
 _SEQ_CLIP = 1 - 1e-2
 _SEQ_ALPHA_MIN = 1e-5
+_LOW_PRECISION = (torch.bfloat16, torch.float16)  # autocast's dtypes
 
 
 def level_indices(w: torch.Tensor, n: int, scale: torch.Tensor, *,
@@ -160,7 +161,11 @@ def example_normalize(z: torch.Tensor, dims: tuple[int, ...], eps: float = 1e-5)
 
     Two-pass (mean, then the mean square of the centred values, which the output needs anyway):
     as accurate as torch.var_mean and, forward plus backward, ~2x faster on CPU than its
-    Welford kernel."""
+    Welford kernel. Under autocast a bf16/fp16 ``z`` is normalised in fp32 and stays fp32, as
+    CUDA's autocast runs layer_norm: normalised in bf16, a unit-variance output is off by up to
+    3e-2 (median 0.2-0.6% relative, 512 to 4,096 features; docs/amp.md)."""
+    if z.dtype in _LOW_PRECISION and torch.is_autocast_enabled(z.device.type):
+        z = z.float()
     centred = z - z.mean(dim=dims, keepdim=True)
     var = (centred * centred).mean(dim=dims, keepdim=True)
     return centred * torch.rsqrt(var + eps)

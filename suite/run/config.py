@@ -23,6 +23,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 WANDB_MODES = ("offline", "online", "disabled")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+AMP_MODES = ("off", "bf16", "fp16")  # autocast dtype of the forward pass; off: fp32 throughout
 
 
 def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None:
@@ -44,7 +45,12 @@ def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None
         from suite.quant.scale import SCALE_RULES
 
         return SCALE_RULES
-    return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES}.get(name)
+    if name == "tokenizer":
+        from suite.data import TOKENIZERS
+
+        return TOKENIZERS
+    return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
+            "amp": AMP_MODES}.get(name)
 
 
 # --help lists the choices of modules that import torch (seconds), so it reads them from those
@@ -54,6 +60,7 @@ _SUITE = Path(__file__).resolve().parents[1]
 _LISTED = {"augment": ("data/augment.py", "AUGMENTATIONS"),
            "conv_norm": ("quant/layers.py", "CONV_NORM_AXES"),
            "scale_rule": ("quant/scale.py", "SCALE_RULES"),
+           "tokenizer": ("data/catalog.py", "TOKENIZERS"),
            "dataset": ("data/catalog.py", "_LOADERS")}
 
 
@@ -98,7 +105,7 @@ def listed_choices(name: str, model: str | None = None) -> tuple[Any, ...] | Non
         values = _constants(_LISTED[name][0]).get(_LISTED[name][1])
         return tuple(sorted(values)) if name == "dataset" and values else values
     return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
-            "device": DEVICES}.get(name)
+            "device": DEVICES, "amp": AMP_MODES}.get(name)
 
 
 def _shown(value: Any) -> str:
@@ -154,6 +161,12 @@ class RunConfig:
     subset: int | None = _field(None, "keep n training examples per class (images) or the first n "
                                       "windows (text); null: all")
     block_size: int = _field(64, "token window of the text corpora: the lm's context length")
+    tokenizer: str = _field("char", "tokens of the text corpora: characters, or WordPiece learnt from "
+                                    "the train split (images: char)")
+    vocab_size: int | None = _field(None, "WordPiece vocabulary size (tokenizer wordpiece only); null: "
+                                          "the dataset's default")
+    image_size: int | None = _field(None, "side of the square images a resizable dataset (food101) is "
+                                          "decoded to; null: the dataset's CPU-sized default")
     data_dir: str | None = _field(None, "where datasets are looked for and downloaded to; null: "
                                         "$BITSWEEP_DATA_DIR, else ~/.cache/bitsweep/data")
     augment: str = _field("none", "training-time augmentation of images (text takes none)")
@@ -174,6 +187,8 @@ class RunConfig:
     warmup_epochs: float = _field(0.0, "linear learning-rate warm-up, in epochs (fractions allowed)")
     weight_decay: float = _field(0.0, "the optimiser's weight decay")
     grad_clip: float | None = _field(None, "clip the gradient norm to this; null: no clipping")
+    amp: str = _field("off", "mixed precision: the forward pass autocast to bf16, or to fp16 (CUDA "
+                             "only, loss-scaled); weights, optimiser state and quantisers stay fp32")
     diverge_loss: float = _field(50.0, "a training loss above this (or NaN/inf) stops the run as "
                                        "diverged, which is a result")
     seed: int = _field(0, "seed of initialisation, shuffling, augmentation and the subset")
@@ -182,6 +197,8 @@ class RunConfig:
                                             "read after every step: slower on small models)")
     device: str = _field("auto", "where it trains; auto: cuda, else mps, else cpu")
     threads: int | None = _field(None, "torch CPU threads; null: all cores but one (W&B gets that one)")
+    devices: int = _field(1, "train data-parallel (DDP) on this many devices: CPU processes or GPUs; "
+                             "batch_size stays the global batch, split evenly across them")
     # where it is logged
     wandb_mode: str = _field("offline", "W&B logging (offline: local files, never a prompt)")
     wandb_project: str = _field("bitsweep", "W&B project")
@@ -224,7 +241,7 @@ class RunConfig:
                 raise self._bad(f.name, "must be true or false")
 
     def _check_values(self) -> None:
-        from suite.data import DATASETS, dataset_task
+        from suite.data import DATASETS, dataset_option_error, dataset_task
         from suite.models import MODELS, model_task
 
         if self.model not in MODELS:
@@ -237,7 +254,7 @@ class RunConfig:
             raise self._bad("precision", f"accepted: {ACCEPTED_FORMS}") from err
         object.__setattr__(self, "precision", res.label)
         for name in ("augment", "optimizer", "schedule", "wandb_mode", "norm", "conv_norm",
-                     "scale_rule"):
+                     "scale_rule", "tokenizer", "amp"):
             options = field_choices(name, self.model)
             if getattr(self, name) not in options:
                 raise self._bad(name, f"choose one of {', '.join(options)}")
@@ -247,6 +264,7 @@ class RunConfig:
             for name in names:
                 if not holds(getattr(self, name)):
                     raise self._bad(name, why)
+        self._check_devices()
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise self._bad("warmup_epochs", f"must be shorter than epochs={self.epochs}")
         if not isinstance(self.tags, (list, tuple)) or not all(isinstance(t, str) for t in self.tags):
@@ -258,6 +276,25 @@ class RunConfig:
             raise self._bad("dataset", f"model {self.model!r} needs {kind}")
         if text_data and self.augment != "none":
             raise self._bad("augment", "text corpora take no augmentation; use none")
+        # the dataset's own rule (an option it would ignore mislabels a run); its message names
+        # the field, the value and the fix
+        if why := dataset_option_error(self.dataset, image_size=self.image_size,
+                                       tokenizer=self.tokenizer, vocab_size=self.vocab_size):
+            raise ConfigError(why)
+
+    def _check_devices(self) -> None:
+        if self.devices < 1:
+            raise self._bad("devices", "must be >= 1")
+        if self.devices == 1:
+            return
+        if self.batch_size % self.devices:
+            # each device takes an equal share of every global batch
+            raise ConfigError(f"batch_size={self.batch_size} is not divisible by "
+                              f"devices={self.devices}: the global batch is split evenly across the "
+                              f"devices; use a batch_size that is a multiple of {self.devices}")
+        if self.device == "mps" or self.device.startswith("cuda:"):
+            raise self._bad("device", f"devices={self.devices} trains on cpu or on cuda:0 .. "
+                                      f"cuda:{self.devices - 1}; use device=cpu, cuda or auto")
 
     @property
     def resolution(self):  # noqa: ANN201 - Resolution, imported lazily above
@@ -309,19 +346,26 @@ class RunConfig:
         equal fingerprints mean the same experiment. A sweep keys its cells by it, so editing a
         fixed value of a study queues new runs instead of passing old results off as new ones."""
         skip = _NOT_TRAINED if with_seed else _NOT_TRAINED | {"seed"}
-        trained = {k: v for k, v in self.to_dict().items() if k not in skip}
+        trained = {k: v for k, v in self.to_dict().items()
+                   if k not in skip and not (k in _ADDED and v == _ADDED[k])}
         return hashlib.sha1(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:8]
 
 
 # Fields that do not change what is trained: left out of fingerprints.
 _NOT_TRAINED = frozenset({"device", "threads", "data_dir", "wandb_mode", "wandb_project",
                           "wandb_group", "tags", "track_oscillation"})
+# Trained fields added after studies were committed, with the value every earlier run had: left
+# out of the fingerprint while they hold it, so a finished cell keeps its key (a new key would
+# queue the cell again). A field added later joins this table with its old behaviour's value.
+_ADDED: dict[str, Any] = {"image_size": None, "tokenizer": "char", "vocab_size": None, "amp": "off",
+                          "devices": 1}
 # Field rules beyond the type: (fields, holds for a valid value, what the error says).
 _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
     (("epochs", "batch_size", "block_size"), lambda v: v >= 1, "must be >= 1"),
     (("width", "lr", "diverge_loss"), lambda v: v > 0, "must be > 0"),
     (("weight_decay", "warmup_epochs"), lambda v: v >= 0, "must be >= 0"),
-    (("subset", "depth", "threads"), lambda v: v is None or v >= 1, "must be >= 1 (or null)"),
+    (("subset", "depth", "threads", "image_size", "vocab_size"), lambda v: v is None or v >= 1,
+     "must be >= 1 (or null)"),
     (("seed",), lambda v: 0 <= v < 2**32, "must be in 0 .. 2**32 - 1"),
     (("grad_clip",), lambda v: v is None or v > 0, "must be > 0 (or null for no clipping)"),
 )

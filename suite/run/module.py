@@ -34,7 +34,7 @@ class _EpochSums:
     tokens, for the perplexity. The accuracy is torchmetrics' ``MulticlassAccuracy("micro")``,
     correct predictions over targets, with the hits counted once at the epoch's end."""
 
-    __slots__ = ("loss", "examples", "token_loss", "targets", "_hits")
+    __slots__ = ("loss", "examples", "token_loss", "targets", "_hits", "_across")
 
     def __init__(self, device: torch.device) -> None:
         self.loss = torch.zeros((), device=device)
@@ -42,6 +42,7 @@ class _EpochSums:
         self.examples = 0
         self.targets = 0
         self._hits: list[torch.Tensor] = []
+        self._across: _EpochSums | None = None  # the sums over every rank, until the next add
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, examples: int,
             tokens: bool) -> None:
@@ -51,6 +52,26 @@ class _EpochSums:
             self.token_loss += loss * target.numel()
         self._hits.append(logits.argmax(dim=1) == target)
         self.targets += target.numel()
+        self._across = None
+
+    def across(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> _EpochSums:
+        """The sums over every rank of a data-parallel run, ``reduce`` being an all-reduce sum
+        (one collective, made once per epoch: every rank must ask at the same point). Packed in
+        float64, where the counts stay exact; the loss sums come back to float32."""
+        if self._across is None:
+            device = self.loss.device
+            hits = torch.cat(self._hits).sum() if self._hits else torch.zeros((), device=device)
+            packed = torch.stack([self.loss.double(), self.token_loss.double(), hits.double(),
+                                  torch.tensor(float(self.examples), dtype=torch.float64, device=device),
+                                  torch.tensor(float(self.targets), dtype=torch.float64, device=device)])
+            total = reduce(packed).tolist()
+            out = _EpochSums(device)
+            out.loss = torch.tensor(total[0], dtype=torch.float32, device=device)
+            out.token_loss = torch.tensor(total[1], dtype=torch.float32, device=device)
+            out._hits = [torch.tensor([round(total[2])], device=device)]
+            out.examples, out.targets = round(total[3]), round(total[4])
+            self._across = out
+        return self._across
 
     def accuracy(self) -> torch.Tensor:
         return torch.cat(self._hits).sum().float() / self.targets
@@ -124,6 +145,10 @@ class BitsweepModule(L.LightningModule):
         sums = self._sums.get(stage)
         if sums is None or not sums.examples:
             return {}
+        if stage == "train" and self._world_size() > 1:
+            # each rank trained on its share of every batch; validation and test passes see
+            # the whole set on every rank, so their sums are already the global ones
+            sums = sums.across(self._all_sum)
         out = {f"{stage}_loss": sums.loss / sums.examples, f"{stage}_acc": sums.accuracy()}
         if self.PERPLEXITY:
             # exp of the token-weighted mean loss (in float64), not the mean of per-batch exps
@@ -131,6 +156,23 @@ class BitsweepModule(L.LightningModule):
             ppl = math.exp(min(mean, 50.0)) if math.isfinite(mean) else math.inf
             out[f"{stage}_ppl"] = torch.tensor(ppl, dtype=torch.float32, device=sums.loss.device)
         return out
+
+    def _world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def _all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
+
+    def _global_batch(self, loss: torch.Tensor, examples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the global batch's mean loss, this rank's loss scale) of a data-parallel step, with one
+        all-reduce. DDP averages the ranks' gradients: scaled by examples * ranks / global
+        examples (1 when the shares are equal, as all but a shorter last batch's are), the
+        average is the gradient of the global batch's mean loss, as one process computes it."""
+        packed = torch.stack([loss.double() * examples,
+                              torch.tensor(float(examples), dtype=torch.float64, device=loss.device)])
+        total = self._all_sum(packed)
+        return ((total[0] / total[1]).float(),
+                (examples * self._world_size() / total[1]).float())
 
     def publish(self, stage: str) -> None:
         """Put ``stage``'s epoch metrics into ``trainer.callback_metrics`` (Optuna's pruning
@@ -171,7 +213,13 @@ class BitsweepModule(L.LightningModule):
         opt, schedule = self.optimizers(), self.lr_schedulers()
         loss = self._step(batch, "train")
         opt.zero_grad()
-        if self._diverged(loss.detach(), batch_idx):
+        checked = loss.detach()
+        if self._world_size() > 1:
+            # every rank judges the global batch's loss, so all stop at the same step (a rank
+            # that skipped the backward would leave the others waiting in DDP's all-reduce)
+            checked, scale = self._global_batch(checked, len(batch[0]))
+            loss = loss * scale
+        if self._diverged(checked, batch_idx):
             # Stop rather than train on garbage; the result records the epoch (1-based).
             self.diverged_epoch = self.current_epoch + 1
             self.trainer.should_stop = True
@@ -181,6 +229,15 @@ class BitsweepModule(L.LightningModule):
         opt.step()  # calls the callbacks' and then this module's on_before_optimizer_step
         schedule.step()
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A data-parallel epoch's training sums are reduced here, after its last batch (or the
+        # step that stops it), on every rank at once: epoch_metrics("train") then reads them
+        # without a collective, so rank-0-only callers (EpochRecorder, a sweep's reporter) can.
+        trainer = self.trainer
+        if self._world_size() > 1 and (batch_idx + 1 >= trainer.num_training_batches
+                                       or trainer.should_stop):
+            self._sums["train"].across(self._all_sum)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Where the automatic loop clipped: after the callbacks saw the gradient (EpochRecorder's
