@@ -12,7 +12,7 @@ import pytest
 from suite.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDIES = ("default", "fashion-mnist")
+STUDIES = ("default", "fashion-mnist", "stability")
 
 
 @pytest.mark.parametrize("study", STUDIES)
