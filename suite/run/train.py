@@ -309,7 +309,7 @@ def _make_run_dir(config: RunConfig, prep: _Prepared, out: Path) -> Path:
         raise ConfigError(f"out={str(out)!r}: cannot create the run directory ({err})") from None
     for stale in ("result.json", "curves.csv"):  # must not outlive a failed rerun
         (out / stale).unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    (out / "config.json").write_text(json.dumps(config.to_file_dict(), indent=1))
     (out / "model.json").write_text(json.dumps(prep.spec, indent=1))
     return out
 
@@ -584,7 +584,8 @@ def _write_artifacts(module: Any, spec: dict[str, Any], config: RunConfig,
     module.model.cpu()
     state = {k: v.contiguous() for k, v in module.model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    packed = _pack(module.model, {"model_spec": spec, "config": config.to_dict()}, out / "model.bsw")
+    packed = _pack(module.model, {"model_spec": spec, "config": config.to_file_dict()},
+                   out / "model.bsw")
     packed["packed_ratio"] = packed["packed_bytes"] / (out / "model.safetensors").stat().st_size
     return packed
 

@@ -57,7 +57,7 @@ def make_run(root: Path, model: str, precision: str, *, shape: tuple[int, ...] |
         opt.step()
     run = root / f"{model}-{precision}"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    (run / "config.json").write_text(json.dumps(config.to_file_dict(), indent=1))
     (run / "model.json").write_text(json.dumps(spec, indent=1))
     save_file({k: v.contiguous() for k, v in net.state_dict().items()},
               str(run / "model.safetensors"))

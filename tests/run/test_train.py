@@ -175,7 +175,7 @@ def test_oscillation_tracking_records_it_and_changes_nothing_trained(matrix, tmp
     assert tracked["oscillation"] == rates[-1] and tracked["max_oscillation"] == max(rates)
     assert plain["oscillation"] is None and plain["max_oscillation"] is None
     assert config.replace(track_oscillation=True).fingerprint() == config.fingerprint()
-    # model.bsw's header holds the config, whose track_oscillation is one byte longer as "false"
+    # model.bsw's header holds the config, which records track_oscillation only when it is on
     skip = VOLATILE | {"oscillation", "max_oscillation", "track_oscillation", "packed_bytes",
                        "packed_compression", "packed_ratio"}
     assert {k: v for k, v in tracked.items() if k not in skip} == \
