@@ -123,13 +123,19 @@ def part_amp(args: argparse.Namespace) -> dict[str, Any]:
         fp32 = Stepper(model, batch, None, lr)
         bf16 = Stepper(copy.deepcopy(model), batch, torch.bfloat16, lr)
         rows[name] = paired_ratio(fp32, bf16, args.pairs, args.steps)
-    print(f"\n## amp: bf16 autocast / fp32, training step, {args.precision} bits, batch 128")
-    print("| family | fp32 ms/step | bf16 ms/step | bf16 / fp32 (thread CPU) | (wall) |")
+    _print_pairs(f"amp: bf16 autocast / fp32, training step, {args.precision} bits, batch 128",
+                 ("family", "fp32 ms/step", "bf16 ms/step", "bf16 / fp32 (thread CPU)"), rows)
+    return rows
+
+
+def _print_pairs(title: str, head: tuple[str, str, str, str], rows: dict[str, Any]) -> None:
+    """A markdown table of paired_ratio results, one row per key."""
+    print(f"\n## {title}")
+    print(f"| {' | '.join(head)} | (wall) |")
     print("|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['base_ms']:.2f} | {r['other_ms']:.2f} | {r['ratio']:.3f} | "
               f"{r['wall_ratio']:.3f} |")
-    return rows
 
 
 def _cnn_on(shape: tuple[int, int, int], precision: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
@@ -151,12 +157,9 @@ def part_layout(args: argparse.Namespace) -> dict[str, Any]:
         base = Stepper(model, (x, y), None, 1e-3)
         other = Stepper(last, (x.contiguous(memory_format=torch.channels_last), y), None, 1e-3)
         rows[label] = paired_ratio(base, other, args.pairs, args.steps)
-    print(f"\n## layout: channels_last / default, small CNN training step, {args.precision} bits, batch 128")
-    print("| input | default ms/step | channels_last ms/step | ratio (thread CPU) | (wall) |")
-    print("|---|---|---|---|---|")
-    for label, r in rows.items():
-        print(f"| {label} | {r['base_ms']:.2f} | {r['other_ms']:.2f} | {r['ratio']:.3f} | "
-              f"{r['wall_ratio']:.3f} |")
+    _print_pairs(f"layout: channels_last / default, small CNN training step, {args.precision} bits, "
+                 "batch 128", ("input", "default ms/step", "channels_last ms/step",
+                               "ratio (thread CPU)"), rows)
     return rows
 
 
