@@ -1,4 +1,4 @@
-"""Turn integer images into normalised float32 DataSplits: hold-out, stats, subset."""
+"""Turn integer images into normalised DataSplits: hold-out, stats, normalisation, subset."""
 
 from __future__ import annotations
 
@@ -31,10 +31,28 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
     """float32 (x - mean) / std per channel."""
-    # The dtype change copies, so read-only inputs (np.frombuffer) are fine.
-    out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    out -= torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    out /= torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    # np.require copies only a read-only or strided input (np.frombuffer), which torch refuses
+    return normalise_batch(torch.from_numpy(np.require(x, requirements=["C", "W"])),
+                           pixel_stats(mean, std))
+
+
+def pixel_stats(mean: np.ndarray | tuple[float, ...],
+                std: np.ndarray | tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (1, C, 1, 1) mean and std, as normalise_batch takes them."""
+    return (torch.as_tensor(np.asarray(mean), dtype=torch.float32).view(1, -1, 1, 1),
+            torch.as_tensor(np.asarray(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+
+def normalise_batch(x: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """float32 (x - mean) / std per channel of integer or float images (N, C, H, W).
+
+    The one definition of the normalisation: the float splits are made with it at load time, and
+    a loader over uint8 images applies it to each batch on the device, with the same float32
+    operations in the same order, so both give the same values bit for bit."""
+    mean, std = (s.to(x.device) for s in stats)
+    out = x.to(torch.float32, copy=True)
+    out -= mean
+    out /= std
     return out
 
 

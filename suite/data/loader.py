@@ -2,6 +2,9 @@
 
 Small datasets fit in (GPU or host) memory whole, so a DataLoader's workers, collation and
 host-to-device copies are pure overhead here: a batch is an index_select on resident tensors.
+A data set too large for the device (Food-101 at 256 px: 15 GB of uint8) stays in pinned host
+memory instead and each batch is gathered there and copied over (``stream_to``); uint8 images
+are normalised per batch on the device either way. ``suite.data.placement`` decides which.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 
 from suite.data.augment import Augment
+from suite.data.images import normalise_batch, pixel_stats
 
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -36,6 +40,10 @@ class DeviceLoader:
     ``world`` ranks with batch_size B / world is batch b of one loader with batch_size B, split
     in ``world`` (the last, shorter batch as evenly as it goes). ``len`` counts those batches.
     ``batch_size`` is the global batch.
+
+    ``pixel_norm`` (per-channel mean and std, as DataSplits.pixel_norm) says x holds uint8
+    images: each batch is normalised on the device before the augmentation sees it, with the
+    operations the float splits are made with, so the batches are the same values either way.
     """
 
     def __init__(
@@ -49,6 +57,7 @@ class DeviceLoader:
         augment: Augment | None = None,
         drop_last: bool = False,
         shard: tuple[int, int] = (0, 1),
+        pixel_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}; they must match")
@@ -70,15 +79,39 @@ class DeviceLoader:
         self.augment = augment
         self.drop_last = drop_last
         self.epoch = 0
+        self.stats = pixel_stats(*pixel_norm) if pixel_norm is not None else None
+        self.target: torch.device | None = None  # streaming: where batches go; None: resident
 
     @property
     def device(self) -> torch.device:
-        return self.x.device
+        """Where the batches are yielded."""
+        return self.target or self.x.device
+
+    @property
+    def streaming(self) -> bool:
+        return self.target is not None
 
     def to(self, device: torch.device | str) -> DeviceLoader:
         """Move the tensors to `device` once; returns self so it chains."""
         self.x = self.x.to(device)
         self.y = self.y.to(device)
+        self.target = None
+        self._move_stats(device)
+        return self
+
+    def _move_stats(self, device: torch.device | str) -> None:
+        if self.stats is not None:
+            self.stats = (self.stats[0].to(device), self.stats[1].to(device))
+
+    def stream_to(self, device: torch.device | str) -> DeviceLoader:
+        """Keep x in host memory (pinned when `device` is a GPU, so copies run asynchronously)
+        and copy each batch (images and labels) to `device` as it is taken."""
+        device = torch.device(device)
+        x = self.x.cpu()
+        self.x = x.pin_memory() if device.type == "cuda" and not x.is_pinned() else x
+        self.y = self.y.cpu()
+        self.target = device
+        self._move_stats(device)
         return self
 
     def __len__(self) -> int:
@@ -108,22 +141,26 @@ class DeviceLoader:
         if self.shuffle:
             # randperm on a CPU generator gives the same order on every device.
             cpu_gen = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch, 0))
-            order = torch.randperm(n, generator=cpu_gen).to(self.device)
+            order = torch.randperm(n, generator=cpu_gen).to(self.x.device)
         augment, aug_gen = self.augment, None
         if augment is not None:
             aug_gen = torch.Generator(device=self.device)
             aug_gen.manual_seed(_epoch_seed(self.seed, epoch, 1))
         rank, world = self.shard
+        gather = _Stager(self.x, self.target, self.batch_size) if self.target is not None else None
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
             if world > 1 and augment is None:
                 # only this rank's part; with an augmentation the whole batch is drawn (below)
                 lo, hi = lo + (hi - lo) * rank // world, lo + (hi - lo) * (rank + 1) // world
-            if order is None:
-                xb, yb = self.x[lo:hi], self.y[lo:hi]
+            idx = None if order is None else order[lo:hi]
+            yb = self.y[lo:hi] if idx is None else self.y.index_select(0, idx)
+            if gather is None:
+                xb = self.x[lo:hi] if idx is None else self.x.index_select(0, idx)
             else:
-                idx = order[lo:hi]
-                xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+                xb, yb = gather(lo, hi, idx), yb.to(self.target, copy=True)
+            if self.stats is not None:
+                xb = normalise_batch(xb, self.stats)
             if augment is not None and aug_gen is not None:
                 xb = augment(xb, aug_gen)
                 if world > 1:
@@ -132,3 +169,35 @@ class DeviceLoader:
                     part = slice(len(xb) * rank // world, len(xb) * (rank + 1) // world)
                     xb, yb = xb[part], yb[part]
             yield xb, yb
+
+
+class _Stager:
+    """Host-side gather of streamed batches into two pinned buffers, each copied to the device
+    asynchronously: batch b is gathered while batch b - 1's copy and step may still run, and a
+    buffer is refilled only once the copy out of it has finished (its CUDA event)."""
+
+    def __init__(self, x: torch.Tensor, target: torch.device, batch_size: int) -> None:
+        self.x, self.target = x, target
+        cuda = target.type == "cuda"
+        shape = (min(batch_size, len(x)), *x.shape[1:])
+        self.buffers = [torch.empty(shape, dtype=x.dtype, pin_memory=cuda) for _ in range(2)]
+        self.events: list[Any] = [None, None]
+        self.cuda = cuda
+        self.turn = 0
+
+    def __call__(self, lo: int, hi: int, idx: torch.Tensor | None) -> torch.Tensor:
+        k, self.turn = self.turn, 1 - self.turn
+        if self.events[k] is not None:
+            self.events[k].synchronize()
+        buf = self.buffers[k][: hi - lo]
+        if idx is None:
+            buf.copy_(self.x[lo:hi])
+        else:
+            torch.index_select(self.x, 0, idx, out=buf)
+        # copy=True: on a CPU target .to would hand back the buffer itself, which the batch
+        # after next overwrites
+        out = buf.to(self.target, non_blocking=self.cuda, copy=True)
+        if self.cuda:
+            self.events[k] = torch.cuda.Event()
+            self.events[k].record()
+        return out

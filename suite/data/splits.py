@@ -18,7 +18,9 @@ _SPLIT_KEYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 class DataSplits:
     """Train/val/test tensors of one dataset, on CPU, ready to hand to a DeviceLoader.
 
-    Image: x float32 (N, C, H, W) normalised, y int64 (N,). Text: x and y int64
+    Image: x float32 (N, C, H, W) normalised, y int64 (N,); or, with `pixel_norm` set (a data
+    set whose float32 copy would be 4x too large: Food-101), x uint8 as decoded, which the
+    loader normalises batch by batch on the device (images.normalise_batch). Text: x and y int64
     (N, block_size), y is x shifted by one token. `checksum` is the sha256 of the six tensors
     (dtype, shape and bytes) as loaded, so two runs can check they saw the same data.
     """
@@ -38,6 +40,13 @@ class DataSplits:
     vocab: str | None = None  # char corpora: the characters, index = token id
     # Text: "char" or "wordpiece"; loss and perplexity are per token of this tokenizer.
     tokenizer: str | None = None
+    # uint8 images: the train part's per-channel (mean, std) that normalise each batch
+    pixel_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the six tensors as stored: what a device must hold to keep them resident."""
+        return sum(getattr(self, k).nbytes for k in _SPLIT_KEYS)
 
     def __repr__(self) -> str:
         sizes = "/".join(str(len(t)) for t in (self.train_y, self.val_y, self.test_y))

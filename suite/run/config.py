@@ -49,6 +49,10 @@ def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None
         from suite.data import TOKENIZERS
 
         return TOKENIZERS
+    if name == "data_placement":
+        from suite.data.placement import PLACEMENTS
+
+        return PLACEMENTS
     return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
             "amp": AMP_MODES}.get(name)
 
@@ -61,6 +65,7 @@ _LISTED = {"augment": ("data/augment.py", "AUGMENTATIONS"),
            "conv_norm": ("quant/layers.py", "CONV_NORM_AXES"),
            "scale_rule": ("quant/scale.py", "SCALE_RULES"),
            "tokenizer": ("data/catalog.py", "TOKENIZERS"),
+           "data_placement": ("data/placement.py", "PLACEMENTS"),
            "dataset": ("data/catalog.py", "_LOADERS")}
 
 
@@ -197,6 +202,10 @@ class RunConfig:
                                             "read after every step: slower on small models)")
     device: str = _field("auto", "where it trains; auto: cuda, else mps, else cpu")
     threads: int | None = _field(None, "torch CPU threads; null: all cores but one (W&B gets that one)")
+    data_placement: str = _field("auto", "where the data sits while training: on the device, or "
+                                         "streamed (pinned host memory, each batch copied over); "
+                                         "auto: on the device when it takes at most half its free "
+                                         "memory")
     devices: int = _field(1, "train data-parallel (DDP) on this many devices: CPU processes or GPUs; "
                              "batch_size stays the global batch, split evenly across them")
     # where it is logged
@@ -254,7 +263,7 @@ class RunConfig:
             raise self._bad("precision", f"accepted: {ACCEPTED_FORMS}") from err
         object.__setattr__(self, "precision", res.label)
         for name in ("augment", "optimizer", "schedule", "wandb_mode", "norm", "conv_norm",
-                     "scale_rule", "tokenizer", "amp"):
+                     "scale_rule", "tokenizer", "amp", "data_placement"):
             options = field_choices(name, self.model)
             if getattr(self, name) not in options:
                 raise self._bad(name, f"choose one of {', '.join(options)}")
@@ -314,10 +323,10 @@ class RunConfig:
     def to_file_dict(self) -> dict[str, Any]:
         """What a run directory's config.json and its packed model's header record: ``to_dict``
         without the fields added later while they hold the value every earlier run had
-        (``_ADDED``, and track_oscillation off), so the files of a configuration read as they did
+        (``_ADDED``, ``_ADDED_UNTRAINED``), so the files of a configuration read as they did
         before those fields existed (the 1-bit FC's packed file stays 30x smaller than fp32);
         ``from_dict`` fills them back in."""
-        later = {**_ADDED, "track_oscillation": False}
+        later = {**_ADDED, **_ADDED_UNTRAINED}
         return {k: v for k, v in self.to_dict().items() if not (k in later and v == later[k])}
 
     @classmethod
@@ -362,7 +371,10 @@ class RunConfig:
 
 # Fields that do not change what is trained: left out of fingerprints.
 _NOT_TRAINED = frozenset({"device", "threads", "data_dir", "wandb_mode", "wandb_project",
-                          "wandb_group", "tags", "track_oscillation"})
+                          "wandb_group", "tags", "track_oscillation", "data_placement"})
+# Fields of _NOT_TRAINED added after runs were committed, with the value those runs had: their
+# run files leave them out while they hold it (to_file_dict).
+_ADDED_UNTRAINED: dict[str, Any] = {"track_oscillation": False, "data_placement": "auto"}
 # Trained fields added after studies were committed, with the value every earlier run had: left
 # out of the fingerprint while they hold it, so a finished cell keeps its key (a new key would
 # queue the cell again). A field added later joins this table with its old behaviour's value.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -273,13 +274,17 @@ class BitsweepModule(L.LightningModule):
                  stage: str = "test") -> dict[str, float]:
         """One pass over ``batches`` in eval mode, published and returned as ``trainer.test``
         does it (same steps, same sums, same numbers, same logger record), without the cost of
-        setting up a Lightning loop for a few batches."""
+        setting up a Lightning loop for a few batches: without gradients, and under the fit's
+        autocast (Lightning's precision plugin), so a bf16 run is tested as it validated."""
         was_training = self.training
         self.eval()
+        trainer = self._trainer
+        autocast = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
         try:
             self._sums.pop(stage, None)
-            for batch in batches:
-                self._step(batch, stage)
+            with torch.no_grad(), autocast:
+                for batch in batches:
+                    self._step(batch, stage)
         finally:
             self.train(was_training)
         self.publish(stage)

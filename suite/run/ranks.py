@@ -66,7 +66,10 @@ def trainer_devices(config: RunConfig, device: torch.device) -> dict[str, Any]:
     cuda = device.type == "cuda"
     return {"devices": list(range(config.devices)) if cuda else config.devices,
             "strategy": DDPStrategy(cluster_environment=LightningEnvironment(),
-                                    process_group_backend="nccl" if cuda else "gloo")}
+                                    process_group_backend="nccl" if cuda else "gloo"),
+            # BatchNorm statistics over the global batch, as one device computes them; torch's
+            # SyncBatchNorm runs on GPUs only, so CPU ranks normalise over their own shares
+            "sync_batchnorm": cuda}
 
 
 def _free_port() -> int:

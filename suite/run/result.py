@@ -114,6 +114,8 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     _f("packed_compression", float, "fp32 bytes / model.bsw bytes"),
     _f("packed_ratio", float, "model.bsw bytes / model.safetensors bytes"),
     _f("dataset_checksum", str, "checksum of the data the run read"),
+    _f("data_placement", str, "where the data sat: device (resident) or stream (host memory, each "
+       "batch copied to the device)"),
     _f("python_version", str, "Python version"),
     _f("host", str, "machine name"),
     _f("wandb_run_id", str, "the W&B run; null when W&B is disabled"),

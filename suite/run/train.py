@@ -32,6 +32,7 @@ import torch
 import torch.utils.deterministic as determinism
 
 from suite.data import DataSplits, DeviceLoader, load_dataset, make_augment
+from suite.data.placement import Placement, choose_placement
 from suite.models import model_from_spec, model_spec
 from suite.quant import QuantConfig, param_summary
 from suite.run.config import ConfigError, RunConfig
@@ -158,32 +159,53 @@ def _prepare(config: RunConfig) -> _Prepared:
         raise ConfigError(f"dataset={config.dataset!r}: {err}") from None
     from suite.models.registry import ModelTooLarge, available_memory, check_fits
 
+    free = available_memory(device)  # before the model or the data take any of it
     try:
         spec = spec_for(config, data)
-        check_fits(spec, available_memory(device))  # before module_for allocates the weights
+        check_fits(spec, free)  # before module_for allocates the weights
     except ModelTooLarge as err:  # its message names the knob: width=..., depth=... or model=...
         raise ConfigError(str(err)) from None
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model={config.model!r}: {err}") from None
     L.seed_everything(config.seed, workers=False, verbose=False)
-    augment = make_augment(config.augment, data.image_kind)
-    eval_batch = max(config.batch_size, 256)
     check_shares(config, len(data.train_x))
-    loaders = (
-        # a data-parallel rank takes its share of every training batch; every rank evaluates the
-        # whole validation and test sets, so their numbers are the whole sets' without a reduction
-        DeviceLoader(data.train_x, data.train_y, config.batch_size, shuffle=True, seed=config.seed,
-                     augment=augment, shard=shard).to(device),
-        DeviceLoader(data.val_x, data.val_y, eval_batch, shuffle=False, seed=config.seed).to(device),
-        DeviceLoader(data.test_x, data.test_y, eval_batch, shuffle=False, seed=config.seed).to(device),
-    )
+    loaders, placement = _loaders(config, data, device, free, shard)
     module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
     summary = param_summary(module.model)
     res = config.resolution
     facts = {"bits": res.bits, "levels": res.levels, "zero": res.zero, "task": data.task,
              "dataset_checksum": data.checksum, "params": summary.params,
-             "params_quantized": summary.params_quantized}
+             "params_quantized": summary.params_quantized, "data_placement": placement.mode}
     return _Prepared(device, data, spec, module, loaders, facts, summary, shard)
+
+
+def _loaders(config: RunConfig, data: DataSplits, device: torch.device, free: int | None,
+             shard: tuple[int, int]) -> tuple[tuple[DeviceLoader, DeviceLoader, DeviceLoader], Placement]:
+    """The train, val and test loaders, their data resident on ``device`` or streamed to it."""
+    augment = make_augment(config.augment, data.image_kind)
+    eval_batch = max(config.batch_size, 256)
+    norm = data.pixel_norm
+    loaders = (
+        # a data-parallel rank takes its share of every training batch; every rank evaluates the
+        # whole validation and test sets, so their numbers are the whole sets' without a reduction
+        DeviceLoader(data.train_x, data.train_y, config.batch_size, shuffle=True, seed=config.seed,
+                     augment=augment, shard=shard, pixel_norm=norm),
+        DeviceLoader(data.val_x, data.val_y, eval_batch, shuffle=False, seed=config.seed,
+                     pixel_norm=norm),
+        DeviceLoader(data.test_x, data.test_y, eval_batch, shuffle=False, seed=config.seed,
+                     pixel_norm=norm),
+    )
+    placement = choose_placement(config.data_placement, data.nbytes, device, free)
+    for loader in loaders:
+        if placement.mode == "stream":
+            loader.stream_to(device)
+        else:
+            loader.to(device)
+    if shard[0] == 0 and (device.type == "cuda" or placement.requested != "auto"):
+        # on a GPU the choice matters (and may be forced); on a CPU the data is in host memory
+        # either way, and 468 runs of a study need not say so each
+        print(f"bitsweep: {placement.describe()}", file=sys.stderr)
+    return loaders, placement
 
 
 def _check_amp(amp: str, device: torch.device) -> None:

@@ -16,7 +16,6 @@ interrupted ones are queued again.
 from __future__ import annotations
 
 import csv
-import functools
 import math
 import multiprocessing as mp
 import os
@@ -116,40 +115,9 @@ def _monitor_metric(metric: str) -> str:
 def _epoch_callbacks(trial: optuna.Trial, spec: SweepSpec) -> list[Any]:
     """Report the objective every epoch (optuna-dashboard's learning curves); prune only when the
     spec has a pruner."""
-    return [_reporter_class()(trial, _monitor_metric(spec.metric), prune=spec.pruner != "none")]
+    from suite.sweep.reporter import ReportObjective  # imports Lightning: in the worker only
 
-
-@functools.cache
-def _reporter_class() -> type:
-    import lightning as L  # in the worker only: the sweep's own process never trains
-
-    class ReportObjective(L.Callback):
-        """optuna_integration's PyTorchLightningPruningCallback (single process), reporting the
-        objective at each validation end whether or not a pruner runs: the same steps (the
-        0-based epoch) and values, so pruning decides as before."""
-
-        def __init__(self, trial: optuna.Trial, monitor: str, prune: bool) -> None:
-            self.trial, self.monitor, self.prune = trial, monitor, prune
-
-        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            if trainer.sanity_checking:  # not an epoch
-                return
-            metrics = dict(trainer.callback_metrics)
-            if self.monitor.startswith("train_"):
-                # The module publishes its training metrics after validation, so callback_metrics
-                # hold the last epoch's: take this epoch's, as curves.csv records them.
-                metrics.update(pl_module.epoch_metrics("train"))
-            score = metrics.get(self.monitor)
-            if score is None:
-                warnings.warn(f"objective {self.monitor!r} is not among the epoch metrics "
-                              f"({', '.join(sorted(metrics))}): nothing reported", stacklevel=1)
-                return
-            epoch = pl_module.current_epoch
-            self.trial.report(float(score), step=epoch)
-            if self.prune and self.trial.should_prune():
-                raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
-
-    return ReportObjective
+    return [ReportObjective(trial, _monitor_metric(spec.metric), prune=spec.pruner != "none")]
 
 
 # Axes this process could not record as params (warned once each).

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from suite.data import DatasetError, load_dataset, sources
+from suite.data import DatasetError, DeviceLoader, load_dataset, sources
 from suite.data.sources import RemoteFile
 
 SIZE = 16
@@ -59,20 +59,28 @@ def test_download_extract_decode_and_cache(served, sandbox):
     assert (len(splits.train_y), len(splits.val_y), len(splits.test_y)) == (N_TRAIN - 3, 3, N_TEST)
     assert splits.input_shape == (3, SIZE, SIZE)
     assert splits.train_x.shape == (N_TRAIN - 3, 3, SIZE, SIZE)
-    assert splits.train_x.dtype == torch.float32
+    assert splits.train_x.dtype == torch.uint8  # normalised per batch on the device
     assert (splits.num_classes, splits.image_kind, splits.task) == (3, "natural", "image")
     assert sorted(splits.val_y.tolist()) == [0, 1, 2]  # stratified: one per class
     test_ids = meta_ids(root, "test")
     classes = meta_ids(root, "classes")
     assert splits.test_y.tolist() == [classes.index(i.split("/")[0]) for i in test_ids]
-    # The cache holds the decoded uint8 pixels; the splits are them normalised by train's stats.
+    # The cache holds the decoded uint8 pixels, the splits hold them as they are, and a loader
+    # yields them normalised by train's exact per-channel stats.
     raw_test = cached(sandbox, "test")
     assert raw_test.dtype == torch.uint8 and raw_test.shape == (N_TEST, 3, SIZE, SIZE)
     assert_colours(raw_test, test_ids, served.food101)
+    assert torch.equal(splits.test_x, raw_test)
     raw_train = cached(sandbox, "train").double()
-    mean = raw_train.mean(dim=(0, 2, 3), keepdim=True)
-    std = raw_train.std(dim=(0, 2, 3), keepdim=True, correction=0)
-    assert torch.allclose(splits.test_x.double(), (raw_test.double() - mean) / std, atol=1e-4)
+    mean = raw_train.mean(dim=(0, 2, 3))
+    std = raw_train.std(dim=(0, 2, 3), correction=0)
+    assert np.allclose(splits.pixel_norm, (mean.numpy(), std.numpy()), rtol=1e-12)
+    loader = DeviceLoader(splits.test_x, splits.test_y, 4, shuffle=False, seed=0,
+                          pixel_norm=splits.pixel_norm)
+    batches = torch.cat([xb for xb, _ in loader])
+    assert batches.dtype == torch.float32
+    expect = (raw_test.double() - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    assert torch.allclose(batches.double(), expect, atol=1e-5)
 
     # A second load reads the cache: no request, and no image is opened (there are none left).
     shutil.rmtree(root / "images")
@@ -171,3 +179,27 @@ def test_offline_without_files_says_both_ways_to_provide_them(sandbox):
 def test_options_a_dataset_cannot_use_are_refused(name, options, match):
     with pytest.raises(DatasetError, match=match):
         load_dataset(name, download=False, **options)
+
+
+@pytest.mark.slow
+def test_trains_on_its_uint8_images_resident_or_streamed_alike(sandbox, food101_tree, tmp_path,
+                                                             capfd):
+    from suite.run.config import RunConfig
+    from suite.run.train import train
+
+    food101_tree(sandbox / "food101" / "food-101", np.random.default_rng(5))
+    config = RunConfig(model="cnn", dataset="food101", image_size=SIZE, precision="2.32",
+                       width=0.25, epochs=2, batch_size=8, augment="standard",
+                       wandb_mode="disabled", device="cpu")
+    resident = train(config, tmp_path / "resident")
+    assert "bitsweep: data:" not in capfd.readouterr().err  # a CPU run in auto says nothing
+    streamed = train(config.replace(data_placement="stream"), tmp_path / "streamed")
+    assert "data: 0.00 GiB; streamed from host memory" in capfd.readouterr().err
+    assert (resident["data_placement"], streamed["data_placement"]) == ("device", "stream")
+    same = {"fit_seconds", "data_placement", "git_commit", "packed_bytes", "packed_compression",
+            "packed_ratio"}  # the packed header holds the config, data_placement with it
+    assert {k: v for k, v in streamed.items() if k not in same} == \
+        {k: v for k, v in resident.items() if k not in same}
+    weights = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("resident", "streamed")]
+    assert weights[0] == weights[1]  # the same trained weights, bit for bit
+    assert resident["test_acc"] is not None and 0 <= resident["test_acc"] <= 1

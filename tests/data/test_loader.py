@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from suite.data import DeviceLoader, load_dataset, make_augment
+from suite.data.images import channel_stats, normalise
 
 
 def make(n=103, **kwargs) -> DeviceLoader:
@@ -88,3 +90,41 @@ def test_cuda_batches_and_augmentation_stay_on_device():
     assert xb.is_cuda
     assert yb.is_cuda
     assert sorted(epoch_order(loader)) == list(range(103))
+
+
+def uint8_images(n=37, seed=0):
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.integers(0, 256, (n, 3, 6, 6), dtype=np.uint8)), torch.arange(n)
+
+
+def test_uint8_images_normalised_per_batch_equal_the_float_splits_bit_for_bit():
+    x, y = uint8_images()
+    mean, std = channel_stats(x.numpy())
+    as_float = normalise(x.numpy(), mean, std)
+    norm = (tuple(mean), tuple(std))
+    for kwargs in ({}, {"augment": make_augment("strong", "natural")}, {"shard": (1, 2)}):
+        a = DeviceLoader(as_float, y, 8, shuffle=True, seed=3, **kwargs)
+        b = DeviceLoader(x, y, 8, shuffle=True, seed=3, pixel_norm=norm, **kwargs)
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            assert xb.dtype == torch.float32
+            assert torch.equal(xa, xb) and torch.equal(ya, yb), kwargs
+
+
+@pytest.mark.parametrize("kwargs", [{"shuffle": True}, {"shuffle": False},
+                                    {"shuffle": True, "augment": "standard", "shard": (0, 2)}])
+def test_streamed_batches_equal_resident_ones_and_outlive_the_next_batches(kwargs):
+    x, y = uint8_images(45)
+    mean, std = channel_stats(x.numpy())
+    if "augment" in kwargs:
+        kwargs = {**kwargs, "augment": make_augment(kwargs["augment"], "natural")}
+    make_one = lambda: DeviceLoader(x.clone(), y.clone(), 8, seed=1,  # noqa: E731
+                                    pixel_norm=(tuple(mean), tuple(std)), **kwargs)
+    resident, streamed = make_one().to("cpu"), make_one().stream_to("cpu")
+    assert streamed.streaming and not resident.streaming
+    assert streamed.device == torch.device("cpu")
+    for _ in range(2):  # two epochs: a new order each, the stager's two buffers reused
+        kept = list(streamed)  # every batch held while later ones are gathered
+        expected = list(resident)
+        assert len(kept) == len(expected) == len(resident)
+        for (xa, ya), (xb, yb) in zip(expected, kept, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from suite.run.config import AMP_MODES, ConfigError, RunConfig
-from suite.run.train import _TRAINER_PRECISION, train
+from suite.run.train import _TRAINER_PRECISION, dataset_for, train
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,8 @@ class _SeenPrecision(L.Callback):
     def __init__(self) -> None:
         self.precision: str | None = None
         self.autocast: list[bool] = []
+        self.eval_autocast: list[bool] = []  # validation and the test pass after the fit
+        self.fit_evals = 0
         self.logits_dtype: torch.dtype | None = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
@@ -40,8 +42,13 @@ class _SeenPrecision(L.Callback):
             if module.training:
                 self.autocast.append(torch.is_autocast_enabled("cpu"))
                 self.logits_dtype = output.dtype
+            else:
+                self.eval_autocast.append(torch.is_autocast_enabled("cpu"))
 
         model.register_forward_hook(record)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self.fit_evals = len(self.eval_autocast)  # the forwards after it are the test pass
 
 
 def test_every_amp_mode_has_a_trainer_precision() -> None:
@@ -61,6 +68,10 @@ def test_a_bf16_run_trains_to_a_finite_loss_and_records_amp(tmp_path, model, pre
     result = train(config, tmp_path / "run", callbacks=[seen], progress=False)
     assert seen.precision == "bf16-mixed"
     assert seen.autocast and all(seen.autocast)  # every training forward ran autocast
+    # and so did every evaluation: 2 epochs' validation and the test pass after the fit
+    assert seen.eval_autocast and all(seen.eval_autocast)
+    test_batches = math.ceil(len(dataset_for(config).test_y) / 256)
+    assert seen.fit_evals >= 2 and len(seen.eval_autocast) - seen.fit_evals == test_batches
     assert seen.logits_dtype == logits
     assert result["amp"] == "bf16"
     assert json.loads((tmp_path / "run" / "result.json").read_text())["amp"] == "bf16"
@@ -82,6 +93,6 @@ def test_amp_off_trains_in_fp32(tmp_path) -> None:
                        wandb_mode="disabled")
     seen = _SeenPrecision()
     result = train(config, tmp_path / "run", callbacks=[seen], progress=False)
-    assert seen.precision == "32-true" and not any(seen.autocast)
+    assert seen.precision == "32-true" and not any(seen.autocast) and not any(seen.eval_autocast)
     assert seen.logits_dtype == torch.float32
     assert result["amp"] == "off"

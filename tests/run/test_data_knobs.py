@@ -37,6 +37,7 @@ def test_accepted(values: dict[str, Any]) -> None:
     ({**LM, "tokenizer": "wordpiece", "vocab_size": -3}, r"vocab_size=-3: must be >= 1"),
     ({"amp": "fp8"}, r"amp='fp8': choose one of off, bf16, fp16"),
     ({"amp": None}, r"amp=None: must not be null"),
+    ({"data_placement": "gpu"}, r"data_placement='gpu': choose one of auto, device, stream"),
 ])
 def test_refused_naming_the_field(values: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -86,3 +86,22 @@ def test_a_rank_error_reaches_the_caller(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"last training batch holds 2 example"):
         train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_batch_norm_is_synchronised_where_torch_can() -> None:
+    from suite.run.ranks import trainer_devices
+
+    config = RunConfig(**{**FC, "devices": 2})
+    assert trainer_devices(config, torch.device("cuda", 0))["sync_batchnorm"] is True
+    assert trainer_devices(config, torch.device("cpu"))["sync_batchnorm"] is False  # GPU-only op
+    assert "sync_batchnorm" not in trainer_devices(RunConfig(**FC), torch.device("cpu"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_a_batch_norm_cnn_on_two_gpus_matches_one(tmp_path: Path) -> None:
+    cnn = {**FC, "model": "cnn", "norm": "batch", "device": "cuda"}
+    two = train(RunConfig(**cnn, devices=2, wandb_mode="disabled"), tmp_path / "two", progress=False)
+    one = train(RunConfig(**cnn, wandb_mode="disabled"), tmp_path / "one", progress=False)
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4), key  # cuDNN sums in its own order

@@ -96,3 +96,13 @@ def test_the_old_values_are_todays_defaults() -> None:
     same fingerprint."""
     defaults = RunConfig()
     assert {name: getattr(defaults, name) for name in _ADDED} == _ADDED
+
+
+def test_where_the_data_sits_is_not_part_of_the_experiment() -> None:
+    config = RunConfig()
+    streamed = config.replace(data_placement="stream")
+    assert streamed.fingerprint() == config.fingerprint() and streamed.group() == config.group()
+    # run files record it only when it is not the default every earlier run had
+    assert "data_placement" not in config.to_file_dict()
+    assert streamed.to_file_dict()["data_placement"] == "stream"
+    assert RunConfig.from_dict(config.to_file_dict()) == config
