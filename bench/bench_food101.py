@@ -5,8 +5,8 @@ about the size of real Food-101 files at 512 x 384), then times, per image size:
   extract   food-101.tar.gz -> food-101/ (once);
   decode    Pillow decode + resize of every image (decode_images), per thread count;
   first     load_dataset("food101") on the extracted tree: decode, write the uint8 caches,
-            normalise, checksum;
-  cached    the same call again: cache read, normalise, checksum.
+            channel statistics, checksum (the splits stay uint8: loaders normalise per batch);
+  cached    the same call again: cache read, channel statistics, checksum.
 --test-tree times the 39-image tree the tests serve (tests/data/conftest.py) instead.
 
     python bench/bench_food101.py [--images 2000] [--sizes 32 64 256] [--threads 1 2]

@@ -13,7 +13,9 @@
    tokens, batch 8.
 
 Each figure is given per amp mode (off, bf16, fp16 on CUDA) as seconds and as a ratio to off
-(fp32). Steps: median of ``--steps`` after ``--warmup``, the device synchronised around each.
+(fp32); the two CNN workloads also in channels_last at off and bf16, and the CIFAR epoch with its
+data streamed from pinned host memory (``data_placement: stream``) instead of resident.
+Steps: median of ``--steps`` after ``--warmup``, the device synchronised around each.
 ``--quick`` shrinks every workload (CPU-sized; for checking that the script runs).
 
     python bench/gpu_check.py --out DIR [--device cuda|cpu] [--quick]
@@ -146,6 +148,11 @@ def paper1_cnn(device: torch.device, quick: bool, warmup: int, steps: int) -> di
     for amp in amp_modes(device):
         model = _build("cnn-paper1-3x3", (3, size, size), 101, device, **knobs)
         rows[amp] = time_steps(model, (x, y), amp, device, warmup, steps)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    for amp in ("off", "bf16"):
+        model = _build("cnn-paper1-3x3", (3, size, size), 101, device, **knobs)
+        model.to(memory_format=torch.channels_last)
+        rows[f"{amp} channels_last"] = time_steps(model, (nhwc, y), amp, device, warmup, steps)
     return {"what": f"cnn-paper1-3x3 bnn step, {size} px, batch {batch}", "modes": rows}
 
 
@@ -207,6 +214,16 @@ class _EpochClock:
         self.callback = Callback()
 
 
+def variants(device: torch.device) -> list[tuple[str, str, dict[str, str]]]:
+    """(row label, amp, RunConfig knobs) of the CIFAR epoch: each amp mode in the plain layout,
+    then channels_last at off and bf16 (suite/run/layout.py takes it on a GPU only once these
+    rows show a gain), then the data streamed from pinned host memory instead of resident."""
+    rows = [(amp, amp, {"memory_format": "contiguous"}) for amp in amp_modes(device)]
+    rows += [(f"{amp} channels_last", amp, {"memory_format": "channels_last"}) for amp in ("off", "bf16")]
+    rows.append(("off streamed", "off", {"memory_format": "contiguous", "data_placement": "stream"}))
+    return rows
+
+
 def cifar_epoch(device: torch.device, quick: bool) -> dict[str, Any]:
     import suite.run.train as run_train
     from suite.run.config import RunConfig
@@ -215,14 +232,14 @@ def cifar_epoch(device: torch.device, quick: bool) -> dict[str, Any]:
     run_train.dataset_for = lambda config: data  # the data above, found or made, for every run
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for amp in amp_modes(device):
+        for label, amp, knobs in variants(device):
             config = RunConfig(model="cnn", dataset="cifar10", precision="2.32", epochs=2, amp=amp,
-                               device=str(device), wandb_mode="disabled")
+                               device=str(device), wandb_mode="disabled", **knobs)
             clock = _EpochClock(device)
-            result = run_train.train(config, Path(tmp) / amp, callbacks=[clock.callback],
-                                     progress=False)
-            rows[amp] = {"seconds": clock.seconds[-1], "loss": result["train_loss"],
-                         "val_acc": result["val_acc"], "diverged": result["diverged"]}
+            result = run_train.train(config, Path(tmp) / label.replace(" ", "-"),
+                                     callbacks=[clock.callback], progress=False)
+            rows[label] = {"seconds": clock.seconds[-1], "loss": result["train_loss"],
+                           "val_acc": result["val_acc"], "diverged": result["diverged"]}
     return {"what": f"train() of cnn at 2.32 bits, 2nd epoch, batch 128, data: {source}",
             "modes": rows}
 

@@ -81,6 +81,7 @@ class DeviceLoader:
         self.epoch = 0
         self.stats = pixel_stats(*pixel_norm) if pixel_norm is not None else None
         self.target: torch.device | None = None  # streaming: where batches go; None: resident
+        self.channels_last = False  # yield image batches in NHWC layout (suite.run.layout)
 
     @property
     def device(self) -> torch.device:
@@ -168,6 +169,8 @@ class DeviceLoader:
                     # it gets in one process (an augmentation draws per batch, in batch order)
                     part = slice(len(xb) * rank // world, len(xb) * (rank + 1) // world)
                     xb, yb = xb[part], yb[part]
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
 
 

@@ -53,6 +53,10 @@ def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None
         from suite.data.placement import PLACEMENTS
 
         return PLACEMENTS
+    if name == "memory_format":
+        from suite.run.layout import MEMORY_FORMATS
+
+        return MEMORY_FORMATS
     return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
             "amp": AMP_MODES}.get(name)
 
@@ -66,6 +70,7 @@ _LISTED = {"augment": ("data/augment.py", "AUGMENTATIONS"),
            "scale_rule": ("quant/scale.py", "SCALE_RULES"),
            "tokenizer": ("data/catalog.py", "TOKENIZERS"),
            "data_placement": ("data/placement.py", "PLACEMENTS"),
+           "memory_format": ("run/layout.py", "MEMORY_FORMATS"),
            "dataset": ("data/catalog.py", "_LOADERS")}
 
 
@@ -202,6 +207,8 @@ class RunConfig:
                                             "read after every step: slower on small models)")
     device: str = _field("auto", "where it trains; auto: cuda, else mps, else cpu")
     threads: int | None = _field(None, "torch CPU threads; null: all cores but one (W&B gets that one)")
+    memory_format: str = _field("auto", "layout of the convolutions' tensors; auto: channels_last where "
+                                        "it was measured faster (CNNs on colour images on CPU)")
     data_placement: str = _field("auto", "where the data sits while training: on the device, or "
                                          "streamed (pinned host memory, each batch copied over); "
                                          "auto: on the device when it takes at most half its free "
@@ -263,7 +270,8 @@ class RunConfig:
             raise self._bad("precision", f"accepted: {ACCEPTED_FORMS}") from err
         object.__setattr__(self, "precision", res.label)
         for name in ("augment", "optimizer", "schedule", "wandb_mode", "norm", "conv_norm",
-                     "scale_rule", "tokenizer", "amp", "data_placement"):
+                     "scale_rule", "tokenizer", "amp", "data_placement",
+                     "memory_format"):
             options = field_choices(name, self.model)
             if getattr(self, name) not in options:
                 raise self._bad(name, f"choose one of {', '.join(options)}")
@@ -371,10 +379,12 @@ class RunConfig:
 
 # Fields that do not change what is trained: left out of fingerprints.
 _NOT_TRAINED = frozenset({"device", "threads", "data_dir", "wandb_mode", "wandb_project",
-                          "wandb_group", "tags", "track_oscillation", "data_placement"})
+                          "wandb_group", "tags", "track_oscillation", "data_placement",
+                          "memory_format"})
 # Fields of _NOT_TRAINED added after runs were committed, with the value those runs had: their
 # run files leave them out while they hold it (to_file_dict).
-_ADDED_UNTRAINED: dict[str, Any] = {"track_oscillation": False, "data_placement": "auto"}
+_ADDED_UNTRAINED: dict[str, Any] = {"track_oscillation": False, "data_placement": "auto",
+                                    "memory_format": "auto"}
 # Trained fields added after studies were committed, with the value every earlier run had: left
 # out of the fingerprint while they hold it, so a finished cell keeps its key (a new key would
 # queue the cell again). A field added later joins this table with its old behaviour's value.

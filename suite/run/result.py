@@ -114,6 +114,8 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     _f("packed_compression", float, "fp32 bytes / model.bsw bytes"),
     _f("packed_ratio", float, "model.bsw bytes / model.safetensors bytes"),
     _f("dataset_checksum", str, "checksum of the data the run read"),
+    _f("memory_format", str, "layout the convolutions ran in: channels_last or contiguous "
+       "(RunConfig.memory_format resolved)"),
     _f("data_placement", str, "where the data sat: device (resident) or stream (host memory, each "
        "batch copied to the device)"),
     _f("python_version", str, "Python version"),

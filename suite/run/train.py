@@ -36,6 +36,7 @@ from suite.data.placement import Placement, choose_placement
 from suite.models import model_from_spec, model_spec
 from suite.quant import QuantConfig, param_summary
 from suite.run.config import ConfigError, RunConfig
+from suite.run.layout import use_channels_last
 from suite.run.ranks import (
     RANK_VAR,
     check_shares,
@@ -171,11 +172,13 @@ def _prepare(config: RunConfig) -> _Prepared:
     check_shares(config, len(data.train_x))
     loaders, placement = _loaders(config, data, device, free, shard)
     module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
+    channels_last = _set_layout(config, module.model, data, device, loaders)
     summary = param_summary(module.model)
     res = config.resolution
     facts = {"bits": res.bits, "levels": res.levels, "zero": res.zero, "task": data.task,
              "dataset_checksum": data.checksum, "params": summary.params,
-             "params_quantized": summary.params_quantized, "data_placement": placement.mode}
+             "params_quantized": summary.params_quantized, "data_placement": placement.mode,
+             "memory_format": "channels_last" if channels_last else "contiguous"}
     return _Prepared(device, data, spec, module, loaders, facts, summary, shard)
 
 
@@ -206,6 +209,18 @@ def _loaders(config: RunConfig, data: DataSplits, device: torch.device, free: in
         # either way, and 468 runs of a study need not say so each
         print(f"bitsweep: {placement.describe()}", file=sys.stderr)
     return loaders, placement
+
+
+def _set_layout(config: RunConfig, model: torch.nn.Module, data: DataSplits, device: torch.device,
+                loaders: Sequence[DeviceLoader]) -> bool:
+    """Put the model and the loaders' batches in channels_last where suite.run.layout says it
+    wins; returns whether it did."""
+    channels_last = use_channels_last(config.memory_format, model, data.input_shape, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        for loader in loaders:
+            loader.channels_last = True
+    return channels_last
 
 
 def _check_amp(amp: str, device: torch.device) -> None:
@@ -436,7 +451,7 @@ def _write_artifacts(module: Any, spec: dict[str, Any], config: RunConfig,
     file's sizes for the result."""
     from safetensors.torch import save_file
 
-    module.model.cpu()
+    module.model.cpu().to(memory_format=torch.contiguous_format)  # packing reads plain tensors
     state = {k: v.contiguous() for k, v in module.model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
     packed = _pack(module.model, {"model_spec": spec, "config": config.to_file_dict()},

@@ -182,10 +182,13 @@ def test_options_a_dataset_cannot_use_are_refused(name, options, match):
 
 
 @pytest.mark.slow
-def test_trains_on_its_uint8_images_resident_or_streamed_alike(sandbox, food101_tree, tmp_path,
+def test_trains_on_its_uint8_images_resident_or_streamed_alike_in_its_layout(sandbox, food101_tree, tmp_path,
                                                              capfd):
+    import torch.nn.functional as F
+
+    from suite.pack.rundir import load_packed_model
     from suite.run.config import RunConfig
-    from suite.run.train import train
+    from suite.run.train import load_trained, train
 
     food101_tree(sandbox / "food101" / "food-101", np.random.default_rng(5))
     config = RunConfig(model="cnn", dataset="food101", image_size=SIZE, precision="2.32",
@@ -203,3 +206,18 @@ def test_trains_on_its_uint8_images_resident_or_streamed_alike(sandbox, food101_
     weights = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("resident", "streamed")]
     assert weights[0] == weights[1]  # the same trained weights, bit for bit
     assert resident["test_acc"] is not None and 0 <= resident["test_acc"] <= 1
+
+    # colour images on a CPU: the CNN ran channels_last (suite/run/layout.py); what it saved is
+    # plain, so the rebuilt model, and the one unpacked from model.bsw, give its test loss again
+    assert resident["memory_format"] == "channels_last"
+    splits = load_dataset("food101", image_size=SIZE)
+    x = DeviceLoader(splits.test_x, splits.test_y, 64, shuffle=False, seed=0,
+                     pixel_norm=splits.pixel_norm)
+    for model in (load_trained(tmp_path / "resident"),
+                  load_packed_model(tmp_path / "resident" / "model.bsw")):
+        with torch.no_grad():
+            loss = sum(float(F.cross_entropy(model.eval()(xb), yb, reduction="sum")) for xb, yb in x)
+        assert loss / len(splits.test_y) == pytest.approx(resident["test_loss"], rel=1e-4)
+    plain = train(config.replace(memory_format="contiguous"), tmp_path / "plain")
+    assert plain["memory_format"] == "contiguous"
+    assert plain["val_loss"] == pytest.approx(resident["val_loss"], rel=1e-3)  # rounding only

@@ -41,10 +41,13 @@ def test_the_cpu_path_runs_and_writes_its_figures(tmp_path) -> None:
     figures = json.loads((tmp_path / "gpu_check.json").read_text())
     assert figures["problems"] == []
     assert figures["tests"]["tests"] >= 3 and figures["tests"]["failed"] == 0
-    for part in ("cifar_epoch", "paper1_cnn", "paper1_lm"):
+    layouts = {"off channels_last", "bf16 channels_last"}
+    expected = {"cifar_epoch": {"off", "bf16", *layouts, "off streamed"},  # fp16 needs CUDA
+                "paper1_cnn": {"off", "bf16", *layouts}, "paper1_lm": {"off", "bf16"}}
+    for part, rows in expected.items():
         modes = figures[part]["modes"]
-        assert set(modes) == {"off", "bf16"}  # fp16 needs CUDA
-        assert modes["off"]["ratio"] == 1.0 and modes["bf16"]["seconds"] > 0
+        assert set(modes) == rows, part
+        assert modes["off"]["ratio"] == 1.0 and all(m["seconds"] > 0 for m in modes.values())
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "| workload | amp | seconds | x fp32 | final loss |" in markdown
     assert markdown in done.stdout
