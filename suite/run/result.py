@@ -117,7 +117,7 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     _f("memory_format", str, "layout the convolutions ran in: channels_last or contiguous "
        "(RunConfig.memory_format resolved)"),
     _f("data_placement", str, "where the data sat: device (resident) or stream (host memory, each "
-       "batch copied to the device)"),
+       "batch copied to the device); RunConfig.data_placement resolved"),
     _f("python_version", str, "Python version"),
     _f("host", str, "machine name"),
     _f("wandb_run_id", str, "the W&B run; null when W&B is disabled"),

@@ -124,6 +124,9 @@ class _Prepared:
     loaders: tuple[DeviceLoader, DeviceLoader, DeviceLoader]
     facts: dict[str, Any]  # what the run's set-up already tells: resolution, data, parameters
     summary: Any
+    # how the run's auto choices came out (data_placement, memory_format): result fields that
+    # override the config's "auto" there, as ``device`` does; W&B's config keeps it as given
+    resolved: dict[str, Any]
     shard: tuple[int, int] = (0, 1)  # (rank, ranks) of a data-parallel run
 
 
@@ -177,9 +180,10 @@ def _prepare(config: RunConfig) -> _Prepared:
     res = config.resolution
     facts = {"bits": res.bits, "levels": res.levels, "zero": res.zero, "task": data.task,
              "dataset_checksum": data.checksum, "params": summary.params,
-             "params_quantized": summary.params_quantized, "data_placement": placement.mode,
-             "memory_format": "channels_last" if channels_last else "contiguous"}
-    return _Prepared(device, data, spec, module, loaders, facts, summary, shard)
+             "params_quantized": summary.params_quantized}
+    resolved = {"data_placement": placement.mode,
+                "memory_format": "channels_last" if channels_last else "contiguous"}
+    return _Prepared(device, data, spec, module, loaders, facts, summary, resolved, shard)
 
 
 def _loaders(config: RunConfig, data: DataSplits, device: torch.device, free: int | None,
@@ -437,6 +441,7 @@ def _measure(config: RunConfig, prep: _Prepared, rows: Sequence[dict[str, Any]],
         **stability(rows),
         **{k: v for k, v in prep.summary.as_dict().items() if k != "params"},
         "fit_seconds": fit_seconds,
+        **prep.resolved,
         **provenance(str(prep.device)),
     }
     if prep.data.task == "text":
