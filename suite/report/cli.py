@@ -45,6 +45,7 @@ def report_command(
     ``wandb`` (or a ``wandb_mode``): also log it as one W&B run beside the study's runs
     (suite.report.wandb); the report's files are the same either way."""
     from suite.report import build_report, load_study
+    from suite.report.frame import EmptyStudy
     from suite.report.style import FORMATS, parse_formats
 
     chosen = parse_formats(formats) if formats else FORMATS  # bad list: exit 2 before any work
@@ -78,6 +79,8 @@ def report_command(
     except KeyError:
         # optuna.load_study: "Record does not exist." Name what is there instead.
         raise ValueError(_unknown_study(study, storage, make)) from None
+    except EmptyStudy as err:
+        raise ValueError(f"{err}: run `{sweep_command or make}` to queue and train them") from None
     if frames.spec_yaml is None and spec_yaml is not None:
         frames.spec_yaml = spec_yaml  # a study written without its spec: show the file's
     if frames.spec is None and spec is not None:

@@ -182,6 +182,10 @@ _NOT_AXES = frozenset({
 _RESOLUTION_COLUMNS = ("precision", "levels", "bits", "zero", "grid", "k", "resolution")
 
 
+class EmptyStudy(ValueError):
+    """The study exists but holds no trial: there is nothing to report, not even what waits."""
+
+
 @dataclass
 class StudyFrames:
     """Everything the report reads: the tidy frames, the spec and where they came from."""
@@ -425,6 +429,8 @@ def load_study(study_name: str, storage: Any) -> StudyFrames:
                 **{k: attrs.get(k) for k in _QUEUE_ATTRS},
             }
         )
+    if not records:
+        raise EmptyStudy(f"study {study_name!r} in {where} has no trials yet")
     spec = study.user_attrs.get("spec")
     spec_yaml = study.user_attrs.get("spec_yaml")
     if spec is None and spec_yaml:

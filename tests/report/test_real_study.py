@@ -358,6 +358,19 @@ def test_unknown_study_names_the_studies_there(real, tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_study_without_trials_says_how_to_fill_it_and_writes_nothing(tmp_path, capsys):
+    import optuna
+
+    from suite.sweep.storage import open_storage
+
+    journal = tmp_path / "empty.journal"
+    optuna.create_study(study_name="empty", storage=open_storage(str(journal)))
+    assert main(["report", "empty", "--storage", str(journal), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "study 'empty'" in err and "has no trials yet" in err and "bitsweep sweep" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_study_name_without_storage(real, tmp_path, capsys):
     assert main(["report", "nosuch", "--runs", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
