@@ -145,22 +145,32 @@ def _axis_distribution(axis: str, values: tuple[Any, ...], value: Any,
     return None
 
 
-def _record_axes(trial: optuna.Trial, spec: SweepSpec, cell: dict[str, Any]) -> optuna.Trial:
-    """Store the trial's grid values as Optuna params, each categorical over its axis's values as
-    the spec lists them, so optuna-dashboard's parallel-coordinate, slice and importance views
-    have them; returns the trial read again, its params now including them."""
+def axis_params(study: optuna.Study, spec: SweepSpec,
+                cell: dict[str, Any]) -> dict[str, optuna.distributions.CategoricalDistribution]:
+    """The grid axes of ``cell`` (a RunConfig dict) that can be recorded as Optuna params, each
+    with its distribution: categorical over the axis's values as the spec lists them, or the one
+    the study recorded that axis under first (which Optuna holds it to)."""
     tuned = {p.name for p in spec.tune}  # a tuned field is a param already, and not the cell's
     stored: dict[str, Any] = {}
-    for t in trial.study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False):
         for name, dist in t.distributions.items():
             stored.setdefault(name, dist)  # the first trial's: what the storage checks against
-    recorded = False
+    out = {}
     for axis, values in spec.axis_values().items():
         if axis in tuned or axis not in cell:
             continue
         dist = _axis_distribution(axis, values, cell[axis], stored.get(axis))
-        if dist is None:
-            continue
+        if dist is not None:
+            out[axis] = dist
+    return out
+
+
+def _record_axes(trial: optuna.Trial, spec: SweepSpec, cell: dict[str, Any]) -> optuna.Trial:
+    """Store the trial's grid values as Optuna params (axis_params), so optuna-dashboard's
+    parallel-coordinate, slice and importance views have them; returns the trial read again,
+    its params now including them."""
+    recorded = False
+    for axis, dist in axis_params(trial.study, spec, cell).items():
         try:
             trial.storage.set_trial_param(trial._trial_id, axis, dist.to_internal_repr(cell[axis]),  # noqa: SLF001
                                           dist)

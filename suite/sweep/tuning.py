@@ -19,6 +19,16 @@ from suite.sweep.slots import cell_identity
 from suite.sweep.spec import TuneParam
 
 
+def distribution(param: TuneParam) -> optuna.distributions.BaseDistribution:
+    """The distribution ``suggest`` records ``param`` under (a W&B agent's trial records its value
+    under the same one; tests/sweep/test_wandb_sweep.py checks that they agree)."""
+    if param.kind == "categorical":
+        return optuna.distributions.CategoricalDistribution(list(param.choices))
+    if param.kind == "int":
+        return optuna.distributions.IntDistribution(int(param.low), int(param.high), log=param.log)
+    return optuna.distributions.FloatDistribution(param.low, param.high, log=param.log)
+
+
 def suggest(trial: optuna.Trial, param: TuneParam) -> Any:
     if param.kind == "categorical":
         return trial.suggest_categorical(param.name, list(param.choices))

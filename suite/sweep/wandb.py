@@ -119,11 +119,12 @@ def agent_run(spec_path: str | Path, extra: list[str], *, runs_root: Path = Path
     import optuna
 
     from suite.run.train import train
-    from suite.sweep.driver import _read_curves, open_study
+    from suite.sweep.driver import _monitor_metric, _read_curves, open_study
     from suite.sweep.queue import storage_url
 
     spec = load_spec(spec_path)
-    config, cell = config_for(spec, parse_agent_args(extra))
+    given = parse_agent_args(extra)
+    config, cell = config_for(spec, given)
     study_dir = Path(runs_root) / spec.study
     run_id = os.environ.get("WANDB_RUN_ID") or f"{int(time.time() * 1000):x}"
     run_dir = study_dir / "wandb-sweep" / run_id
@@ -132,11 +133,42 @@ def agent_run(spec_path: str | Path, extra: list[str], *, runs_root: Path = Path
     study = open_study(spec, storage_url(spec, storage, Path(runs_root)))
     value = result.get(spec.metric)
     ok = isinstance(value, (int, float)) and math.isfinite(value)
+    curves = _read_curves(run_dir / "curves.csv")
+    params, distributions = _agent_params(study, spec, config, given)
+    # the objective per epoch at the 0-based steps the sweep's reporter uses, so the dashboard
+    # draws an agent's learning curve beside the sweep's
+    monitor = _monitor_metric(spec.metric)
+    steps = {int(row["epoch"]) - 1: row[monitor] for row in curves
+             if row.get(monitor) is not None and math.isfinite(row[monitor])}
     study.add_trial(optuna.trial.create_trial(
         value=float(value) if ok else (-math.inf if spec.direction == "maximize" else math.inf),
+        params=params, distributions=distributions, intermediate_values=steps,
         user_attrs={"config": config.to_dict(), "result": result, "cell": cell,
-                    "curves": _read_curves(run_dir / "curves.csv"), "source": "wandb-agent",
+                    "curves": curves, "source": "wandb-agent",
                     "diverged": bool(result.get("diverged")), "run_dir": str(run_dir),
                     "host": socket.gethostname()},
     ))
     return result
+
+
+def _agent_params(study: Any, spec: SweepSpec, config: RunConfig,
+                  given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An agent run's Optuna params, as a sweep trial records them: its grid axes and the tuned
+    values the agent passed, each under its distribution (a value outside it is left out)."""
+    from suite.sweep.driver import axis_params
+    from suite.sweep.tuning import distribution
+
+    values = config.to_dict()
+    distributions: dict[str, Any] = dict(axis_params(study, spec, values))
+    distributions.update({p.name: distribution(p) for p in spec.tune if p.name in given})
+    params = {}
+    for name, dist in list(distributions.items()):
+        try:
+            inside = dist._contains(dist.to_internal_repr(values[name]))  # noqa: SLF001
+        except ValueError:
+            inside = False
+        if inside:
+            params[name] = values[name]
+        else:
+            del distributions[name]
+    return params, distributions

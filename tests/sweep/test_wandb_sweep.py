@@ -92,6 +92,13 @@ def test_agent_command_trains_the_same_result_as_bitsweep_train(tmp_path, write_
     assert trial.user_attrs["result"]["val_acc"] == agent["val_acc"]
     assert trial.user_attrs["source"] == "wandb-agent"
     assert list((runs / "wb" / "wandb").glob("offline-run-*"))
+    # its grid values as params and its objective per epoch, as a sweep trial has them, so
+    # optuna-dashboard shows agent runs in the same views
+    assert trial.params == {"model": "fc", "precision": "2.32", "seed": 1}
+    assert trial.distributions["precision"].choices == ("1", "1.58", "2", "2.32")
+    curves = trial.user_attrs["curves"]
+    assert trial.intermediate_values == {int(r["epoch"]) - 1: r["val_acc"] for r in curves}
+    assert len(trial.intermediate_values) == 2
 
 
 def test_agent_rejects_values_outside_the_grid(write_spec):
@@ -100,3 +107,24 @@ def test_agent_rejects_values_outside_the_grid(write_spec):
         config_for(spec, {"model": "fc", "bits": 3, "zero": False, "seed": 0})
     with pytest.raises(ValueError, match="missing value for axis seed"):
         config_for(spec, {"model": "fc", "bits": 1, "zero": False})
+
+
+def test_an_agents_tuned_value_is_recorded_under_the_distribution_the_sweep_uses(write_spec,
+                                                                                  tmp_path):
+    from suite.run.config import RunConfig
+    from suite.sweep.driver import open_study
+    from suite.sweep.tuning import distribution, suggest
+    from suite.sweep.wandb import _agent_params
+
+    spec = load_spec(write_spec({**RAW, "tune": {"lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                                                 "trials": 3}}))
+    study = open_study(spec, str(tmp_path / "s.journal"))
+    trial = study.ask()
+    suggest(trial, spec.tune[0])
+    assert trial.distributions["lr"] == distribution(spec.tune[0])  # the one definition agrees
+    config = RunConfig(model="fc", dataset="digits", precision="1", seed=0, lr=1e-3)
+    params, dists = _agent_params(study, spec, config, {"lr": 1e-3})
+    assert params == {"model": "fc", "precision": "1", "seed": 0, "lr": 1e-3}
+    assert dists["lr"] == distribution(spec.tune[0])
+    outside = config.replace(lr=0.5)  # not in the tuned range: left out, not an error
+    assert "lr" not in _agent_params(study, spec, outside, {"lr": 0.5})[0]
