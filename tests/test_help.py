@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from suite.run.config import RunConfig, config_fields, field_choices, listed_choices, model_families
+from suite.run.config import (
+    RunConfig,
+    config_fields,
+    field_choices,
+    listed_choices,
+    listed_task,
+    model_families,
+)
 
 CHOICE_FIELDS = ("augment", "conv_norm", "scale_rule", "optimizer", "schedule", "wandb_mode")
 
@@ -75,7 +82,7 @@ def test_the_choices_read_from_source_are_the_ones_validated() -> None:
     """--help reads the torch-importing modules' constants from their source: they must be
     exactly what RunConfig validates against."""
     from suite.data import DATASETS
-    from suite.models import MODELS
+    from suite.models import MODELS, model_task
 
     assert listed_choices("model") == MODELS
     assert listed_choices("dataset") == DATASETS
@@ -83,6 +90,8 @@ def test_the_choices_read_from_source_are_the_ones_validated() -> None:
         assert listed_choices(name) == field_choices(name), name
     for model in MODELS:
         assert listed_choices("norm", model) == field_choices("norm", model), model
+        assert listed_task(model) == model_task(model), model
+    assert listed_task("no-such-model") is None
     assert sorted(p for presets, _ in model_families().values() for p in presets) == list(MODELS)
 
 

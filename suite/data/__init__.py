@@ -5,33 +5,30 @@ augmentation, and a loader that batches straight from tensors on the training de
     augment = make_augment("standard", splits.image_kind)
     train = DeviceLoader(splits.train_x, splits.train_y, 128, shuffle=True, seed=0,
                          augment=augment).to("cuda")
+
+Names load their modules on first use: ``suite.data.names`` (the datasets, their tasks and
+option rules) is plain Python, so validating a RunConfig imports no torch.
 """
 
-from suite.data.augment import AUGMENTATIONS, make_augment
-from suite.data.catalog import (
-    DATASETS,
-    EMBEDDED,
-    TEXT_DATASETS,
-    TOKENIZERS,
-    dataset_option_error,
-    dataset_task,
-    load_dataset,
-)
-from suite.data.errors import DatasetError
-from suite.data.loader import DeviceLoader
-from suite.data.splits import DataSplits
+from __future__ import annotations
 
-__all__ = [
-    "AUGMENTATIONS",
-    "DATASETS",
-    "TEXT_DATASETS",
-    "TOKENIZERS",
-    "dataset_option_error",
-    "dataset_task",
-    "EMBEDDED",
-    "DataSplits",
-    "DatasetError",
-    "DeviceLoader",
-    "load_dataset",
-    "make_augment",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **dict.fromkeys(("AUGMENTATIONS", "make_augment"), "augment"),
+    **dict.fromkeys(("DATASETS", "EMBEDDED", "TEXT_DATASETS", "TOKENIZERS", "dataset_option_error",
+                     "dataset_task"), "names"),
+    "load_dataset": "catalog",
+    "DatasetError": "errors",
+    "DeviceLoader": "loader",
+    "DataSplits": "splits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'suite.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"suite.data.{_EXPORTS[name]}"), name)

@@ -30,6 +30,10 @@ from suite.data.fetch import ensure_files
 from suite.data.food101 import DEFAULT_IMAGE_SIZE, load_food101
 from suite.data.idx import read_idx
 from suite.data.images import SPLIT_SEED, build_image_splits
+from suite.data.names import (
+    DATASETS,
+    dataset_option_error,
+)
 from suite.data.paths import resolve_data_dir
 from suite.data.splits import DataSplits, stratified_holdout
 from suite.data.text import build_text_splits, contiguous_split, normalise_text, normalise_utf8
@@ -40,7 +44,6 @@ from suite.data.wordpiece import DEFAULT_VOCAB_SIZE, build_wordpiece_splits
 _VAL_MNIST = 1 / 12
 _VAL_CIFAR = 1 / 10
 _TEXT_FRACTIONS = (0.90, 0.05, 0.05)
-TOKENIZERS: tuple[str, ...] = ("char", "wordpiece")
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -191,45 +194,8 @@ _LOADERS: dict[str, Callable[..., DataSplits]] = {
     "wikitext103": _wikitext("wikitext103", "wikitext-103-raw-v1.zip"),
     "wikitext2": _wikitext("wikitext2", "wikitext-2-raw-v1.zip"),
 }
-DATASETS: tuple[str, ...] = tuple(sorted(_LOADERS))
-EMBEDDED: tuple[str, ...] = ("digits", "stdlib-text")  # never need a file or the network
-TEXT_DATASETS: tuple[str, ...] = ("stdlib-text", "tinyshakespeare", "wikitext103", "wikitext2")
-RESIZABLE: tuple[str, ...] = ("food101",)  # decoded from files of any size: image_size applies
-
-
-def dataset_task(name: str) -> str:
-    """``text`` for the corpora (token windows), ``image`` for the rest."""
-    return "text" if name in TEXT_DATASETS else "image"
-
-
-def _positive_or_none(field: str, value: object) -> str | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        return f"{field}={value!r} must be a positive integer or None"
-    return None
-
-
-def dataset_option_error(name: str, *, image_size: int | None = None, tokenizer: str = "char",
-                         vocab_size: int | None = None) -> str | None:
-    """Why an option does not fit dataset ``name`` (naming the option, its value and the fix), or
-    None. An option the dataset has no use for is refused: silently ignoring it would mislabel a
-    run. load_dataset and RunConfig both ask here."""
-    if why := _positive_or_none("image_size", image_size) or _positive_or_none("vocab_size", vocab_size):
-        return why
-    if image_size is not None and name not in RESIZABLE:
-        return (f"image_size={image_size} applies only to {', '.join(RESIZABLE)}; {name!r} has a "
-                "fixed size, leave image_size=None")
-    if tokenizer not in TOKENIZERS:
-        return f"tokenizer={tokenizer!r} is unknown; choose one of {', '.join(TOKENIZERS)}"
-    if tokenizer != "char" and name not in TEXT_DATASETS:
-        return (f"tokenizer={tokenizer!r} applies only to the text corpora "
-                f"({', '.join(TEXT_DATASETS)}); {name!r} is an image dataset, use tokenizer='char' "
-                "(the default)")
-    if vocab_size is not None and tokenizer != "wordpiece":
-        return (f"vocab_size={vocab_size} applies only to tokenizer='wordpiece'; the char vocabulary "
-                "is the corpus's own characters, leave vocab_size=None")
-    return None
-
-
+if tuple(sorted(_LOADERS)) != DATASETS:  # the names, their tasks and rules live in names.py
+    raise RuntimeError(f"suite/data/names.py DATASETS {DATASETS} != the loaders {sorted(_LOADERS)}")
 def load_dataset(
     name: str,
     *,

@@ -30,6 +30,7 @@ from suite.models.common import check_classes, check_depth, image_shape, resolve
 from suite.quant import QuantConfig, QuantConv2d, QuantLinear
 
 PAPER1 = {"channels": (32, 64, 128, 256, 512), "convs_per_block": 2, "dense": (512, 256)}
+TASK = "image"  # what the family takes: images (B, C, H, W) -> logits (B, classes)
 NORMS = ("batch", "none")  # RunConfig.norm choices besides "auto" (which picks per resolution)
 PRESETS: dict[str, dict] = {
     "cnn": {"channels": (16, 32, 64), "convs_per_block": 1, "kernel": 3, "dense": (64,)},

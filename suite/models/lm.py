@@ -26,6 +26,7 @@ from suite.models.common import check_classes, check_depth, resolve_norm, scaled
 from suite.models.transformer import Block
 from suite.quant import QuantConfig, QuantEmbedding, QuantLinear, make_norm
 
+TASK = "text"  # what the family takes: tokens (B, T) -> logits (B, T, vocab)
 NORMS = ("post", "pre")  # RunConfig.norm choices besides "auto" (which picks per resolution)
 PRESETS: dict[str, dict] = {
     "lm": {"dim": 64, "heads": 4, "depth": 2, "head_hidden": ()},

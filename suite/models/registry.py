@@ -34,10 +34,10 @@ class _Family:
 
 
 _FAMILIES = {
-    "fc": (fc, fc.FC, "image"),
-    "cnn": (cnn, cnn.CNN, "image"),
-    "vit": (vit, vit.ViT, "image"),
-    "lm": (lm, lm.LM, "text"),
+    "fc": (fc, fc.FC, fc.TASK),
+    "cnn": (cnn, cnn.CNN, cnn.TASK),
+    "vit": (vit, vit.ViT, vit.TASK),
+    "lm": (lm, lm.LM, lm.TASK),
 }
 _REGISTRY: dict[str, _Family] = {
     name: _Family(task, module.make_config, model, module.NORMS)

@@ -29,6 +29,7 @@ from suite.models.common import check_classes, check_depth, image_shape, resolve
 from suite.models.transformer import Block
 from suite.quant import QuantConfig, QuantEmbedding, QuantLinear, make_norm
 
+TASK = "image"  # what the family takes: images (B, C, H, W) -> logits (B, classes)
 NORMS = ("pre", "post")  # RunConfig.norm choices besides "auto" (which picks per resolution)
 PRESETS: dict[str, dict] = {"vit": {"dim": 64, "heads": 4, "depth": 2, "mlp_ratio": 2}}
 

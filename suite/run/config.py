@@ -28,7 +28,9 @@ AMP_MODES = ("off", "bf16", "fp16")  # autocast dtype of the forward pass; off: 
 
 def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None:
     """The accepted values of RunConfig field ``name`` (``norm``'s depend on the model), or None
-    for a field that is not a choice. Imported lazily: the owners import torch."""
+    for a field that is not a choice, imported from the modules that own them (they import
+    torch). Validation reads the same constants from source (listed_choices); tests/test_help.py
+    checks that the two agree."""
     if name == "norm":
         from suite.models import model_norms
 
@@ -61,23 +63,23 @@ def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None
             "amp": AMP_MODES}.get(name)
 
 
-# --help lists the choices of modules that import torch (seconds), so it reads them from those
-# modules' source instead of importing them: the same constants field_choices imports, and
-# tests/test_help.py checks that both agree. (field, file under suite/, top-level name)
+# RunConfig validation and --help need the choices of modules that import torch (seconds), so
+# they read them from those modules' source instead of importing them: the same constants
+# field_choices imports, and tests/test_help.py checks that both agree. A RunConfig, a sweep
+# file and the report therefore validate without torch. (field, file under suite/, top-level name)
 _SUITE = Path(__file__).resolve().parents[1]
 _LISTED = {"augment": ("data/augment.py", "AUGMENTATIONS"),
            "conv_norm": ("quant/layers.py", "CONV_NORM_AXES"),
            "scale_rule": ("quant/scale.py", "SCALE_RULES"),
-           "tokenizer": ("data/catalog.py", "TOKENIZERS"),
            "data_placement": ("data/placement.py", "PLACEMENTS"),
-           "memory_format": ("run/layout.py", "MEMORY_FORMATS"),
-           "dataset": ("data/catalog.py", "_LOADERS")}
+           "memory_format": ("run/layout.py", "MEMORY_FORMATS")}
 
 
 @functools.cache
-def _constants(relpath: str) -> dict[str, tuple[Any, ...]]:
-    """The top-level tuple literals and dict literals' keys of suite/``relpath``, by name."""
-    found: dict[str, tuple[Any, ...]] = {}
+def _constants(relpath: str) -> dict[str, Any]:
+    """The top-level tuple literals, dict literals' keys (as tuples) and string constants of
+    suite/``relpath``, by name."""
+    found: dict[str, Any] = {}
     for node in ast.parse((_SUITE / relpath).read_text()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target, value = node.targets[0], node.value
@@ -85,8 +87,13 @@ def _constants(relpath: str) -> dict[str, tuple[Any, ...]]:
             target, value = node.target, node.value
         else:
             continue
+        if not isinstance(target, ast.Name):
+            continue
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            found[target.id] = value.value
+            continue
         items = value.keys if isinstance(value, ast.Dict) else getattr(value, "elts", None)
-        if isinstance(target, ast.Name) and items is not None:
+        if items is not None:
             found[target.id] = tuple(k.value for k in items if isinstance(k, ast.Constant))
     return found
 
@@ -102,18 +109,29 @@ def model_families() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     return out
 
 
+def listed_task(model: str) -> str | None:
+    """``image`` or ``text``: the TASK of the family that has preset ``model`` (None: no such
+    model), as suite.models.model_task says, without importing torch."""
+    family = next((f for f, (presets, _) in model_families().items() if model in presets), None)
+    return _constants(f"models/{family}.py").get("TASK") if family else None
+
+
 def listed_choices(name: str, model: str | None = None) -> tuple[Any, ...] | None:
-    """What ``--help`` lists as the accepted values of field ``name`` (model, dataset and the
-    fields of field_choices), without importing torch; None for a field that is not a choice."""
+    """What ``--help`` lists and RunConfig accepts as the values of field ``name`` (model,
+    dataset and the fields of field_choices), without importing torch; None for a field that is
+    not a choice."""
     if name == "model":
         return tuple(sorted(p for presets, _ in model_families().values() for p in presets))
+    if name in ("dataset", "tokenizer"):
+        from suite.data.names import DATASETS, TOKENIZERS
+
+        return DATASETS if name == "dataset" else TOKENIZERS
     if name == "norm":
         model = model or RunConfig.model
         return next((("auto", *norms) for presets, norms in model_families().values()
                      if model in presets), None)
     if name in _LISTED:
-        values = _constants(_LISTED[name][0]).get(_LISTED[name][1])
-        return tuple(sorted(values)) if name == "dataset" and values else values
+        return _constants(_LISTED[name][0]).get(_LISTED[name][1])
     return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
             "device": DEVICES, "amp": AMP_MODES}.get(name)
 
@@ -257,11 +275,11 @@ class RunConfig:
                 raise self._bad(f.name, "must be true or false")
 
     def _check_values(self) -> None:
-        from suite.data import DATASETS, dataset_option_error, dataset_task
-        from suite.models import MODELS, model_task
+        from suite.data.names import DATASETS, dataset_option_error, dataset_task
 
-        if self.model not in MODELS:
-            raise self._bad("model", f"unknown model; known: {', '.join(MODELS)}")
+        models = listed_choices("model")
+        if self.model not in models:
+            raise self._bad("model", f"unknown model; known: {', '.join(models)}")
         if self.dataset not in DATASETS:
             raise self._bad("dataset", f"unknown dataset; known: {', '.join(DATASETS)}")
         try:
@@ -272,7 +290,7 @@ class RunConfig:
         for name in ("augment", "optimizer", "schedule", "wandb_mode", "norm", "conv_norm",
                      "scale_rule", "tokenizer", "amp", "data_placement",
                      "memory_format"):
-            options = field_choices(name, self.model)
+            options = listed_choices(name, self.model)
             if getattr(self, name) not in options:
                 raise self._bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -286,7 +304,7 @@ class RunConfig:
             raise self._bad("warmup_epochs", f"must be shorter than epochs={self.epochs}")
         if not isinstance(self.tags, (list, tuple)) or not all(isinstance(t, str) for t in self.tags):
             raise self._bad("tags", "must be a list of strings")
-        text_model = model_task(self.model) == "text"
+        text_model = listed_task(self.model) == "text"
         text_data = dataset_task(self.dataset) == "text"
         if text_model != text_data:
             kind = "a text corpus" if text_model else "an image dataset"
@@ -319,7 +337,7 @@ class RunConfig:
 
     @property
     def task(self) -> str:
-        from suite.data import dataset_task
+        from suite.data.names import dataset_task
 
         return dataset_task(self.dataset)
 

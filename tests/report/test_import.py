@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,21 @@ def test_import_pulls_in_no_torch_or_lightning(module):
     loaded = set(json.loads(out.stdout))
     assert module.split(".")[0] in loaded  # the probe did import something
     assert sorted(loaded.intersection(HEAVY)) == []
+
+
+def test_reading_every_sweep_file_and_its_run_configs_pulls_in_no_torch():
+    """A sweep's parent process and `bitsweep report sweeps/x.yaml` validate every cell's
+    RunConfig; they train nothing, so they must not pay for torch (seconds and ~300 MB)."""
+    code = ("import sys, json, glob\n"
+            "from suite.sweep.spec import load_spec\n"
+            "cells = sum(len(load_spec(p).cells) for p in sorted(glob.glob('sweeps/*.yaml')))\n"
+            "print(json.dumps([cells, sorted({m.split('.')[0] for m in sys.modules})]))")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=True, cwd=root)
+    cells, loaded = json.loads(out.stdout)
+    assert cells > 1000  # every shipped study's cells were built and validated
+    assert sorted(set(loaded).intersection(HEAVY)) == []
 
 
 def test_resolution_labels_in_the_report_are_suite_quants():
