@@ -422,7 +422,9 @@ def check_datasets(spec: SweepSpec, *, keep: bool = False) -> None:
 
     seen: set[tuple[Any, ...]] = set()
     for cell in spec.cells:
-        key = (cell.dataset, cell.data_dir, cell.subset)
+        # as the run will load it: Food-101 at its image_size, a corpus in its tokenizer
+        key = (cell.dataset, cell.data_dir, cell.subset, cell.image_size, cell.tokenizer,
+               cell.vocab_size)
         if key in seen:
             continue
         seen.add(key)
@@ -431,7 +433,9 @@ def check_datasets(spec: SweepSpec, *, keep: bool = False) -> None:
                 dataset_for(cell)
             else:  # the workers load their own; this process would only hold on to it
                 load_dataset(cell.dataset, data_dir=cell.data_dir, subset=cell.subset,
-                             seed=cell.seed, block_size=cell.block_size)
+                             seed=cell.seed, block_size=cell.block_size,
+                             image_size=cell.image_size, tokenizer=cell.tokenizer,
+                             vocab_size=cell.vocab_size)
         except (ValueError, OSError) as err:  # DatasetError is a ValueError
             where = f" (data_dir={cell.data_dir!r})" if cell.data_dir else ""
             raise ConfigError(f"dataset={cell.dataset!r}{where}: {err}") from None

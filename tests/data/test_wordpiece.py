@@ -100,3 +100,17 @@ def test_wordpiece_on_downloaded_corpora_and_vocabularies_they_cannot_fill(serve
 def test_bad_tokenizer_options_are_refused(options, match):
     with pytest.raises(DatasetError, match=match):
         load_dataset("stdlib-text", **options)
+
+
+def test_a_sweep_checks_its_corpora_in_the_tokenizer_its_runs_use(sandbox):
+    """The sweep's parent loads every dataset of the grid before any worker starts, as the runs
+    will load it: a WordPiece grid trains (and caches) its tokenizer there, once."""
+    from suite.sweep.driver import check_datasets
+    from suite.sweep.spec import parse_spec
+
+    spec = parse_spec({"study": "wp", "fixed": {"model": "lm", "dataset": "stdlib-text",
+                                                "tokenizer": "wordpiece", "vocab_size": 300},
+                       "grid": {"precision": ["fp32", "1"]}})
+    check_datasets(spec)
+    assert [p.name.split("-")[:4] for p in (sandbox / "tokenizers").glob("*.json")] == \
+        [["stdlib", "text", "wordpiece", "300"]]
