@@ -106,11 +106,13 @@ class DeviceLoader:
 
     def stream_to(self, device: torch.device | str) -> DeviceLoader:
         """Keep x in host memory (pinned when `device` is a GPU, so copies run asynchronously)
-        and copy each batch (images and labels) to `device` as it is taken."""
+        and copy each batch of images to `device` as it is taken."""
         device = torch.device(device)
         x = self.x.cpu()
         self.x = x.pin_memory() if device.type == "cuda" and not x.is_pinned() else x
-        self.y = self.y.cpu()
+        # the labels are small (8 bytes an example) and stay resident: a copy from pageable
+        # memory would wait for the device's queued work every batch
+        self.y = self.y.to(device)
         self.target = device
         self._move_stats(device)
         return self
@@ -142,7 +144,10 @@ class DeviceLoader:
         if self.shuffle:
             # randperm on a CPU generator gives the same order on every device.
             cpu_gen = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch, 0))
-            order = torch.randperm(n, generator=cpu_gen).to(self.x.device)
+            order = torch.randperm(n, generator=cpu_gen)
+            # once per epoch to where each is gathered: x (host memory when streaming) and y
+            order_x = order.to(self.x.device)
+            order_y = order_x if self.y.device == self.x.device else order.to(self.y.device)
         augment, aug_gen = self.augment, None
         if augment is not None:
             aug_gen = torch.Generator(device=self.device)
@@ -154,12 +159,12 @@ class DeviceLoader:
             if world > 1 and augment is None:
                 # only this rank's part; with an augmentation the whole batch is drawn (below)
                 lo, hi = lo + (hi - lo) * rank // world, lo + (hi - lo) * (rank + 1) // world
-            idx = None if order is None else order[lo:hi]
-            yb = self.y[lo:hi] if idx is None else self.y.index_select(0, idx)
-            if gather is None:
-                xb = self.x[lo:hi] if idx is None else self.x.index_select(0, idx)
+            if order is None:
+                yb = self.y[lo:hi]
+                xb = gather(lo, hi, None) if gather else self.x[lo:hi]
             else:
-                xb, yb = gather(lo, hi, idx), yb.to(self.target, copy=True)
+                yb = self.y.index_select(0, order_y[lo:hi])
+                xb = gather(lo, hi, order_x[lo:hi]) if gather else self.x.index_select(0, order_x[lo:hi])
             if self.stats is not None:
                 xb = normalise_batch(xb, self.stats)
             if augment is not None and aug_gen is not None:
