@@ -4,8 +4,9 @@ Every (cell, repeat) of a sweep is a *slot*. The queue holds one Optuna trial pe
 a WAITING trial whose user attributes carry the cell and its RunConfig; workers claim waiting
 trials with an atomic WAITING -> RUNNING step (``claim``), so a slot runs once however many workers
 and machines share the study. Creating the study and enqueueing happen under a lock that spans
-processes (a file lock for file and SQLite storage, a PostgreSQL advisory lock for PostgreSQL), so
-machines starting together neither race to create the tables nor enqueue a slot twice.
+processes (a file lock for file and SQLite storage, an advisory lock on PostgreSQL, a named lock on
+MySQL/MariaDB), so machines starting together neither race to create the tables nor enqueue a
+slot twice.
 
 A worker that dies leaves its trial RUNNING. Each running trial carries its host and pid and a
 heartbeat (a trial system attribute refreshed every ``HEARTBEAT_SECONDS``); a trial whose process
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from suite.sweep.slots import slot_identity, slot_key
-from suite.sweep.storage import rdb_url, storage_file, unreachable
+from suite.sweep.storage import describe, rdb_url, storage_file, unreachable
 
 if TYPE_CHECKING:  # Optuna loads on first use: `bitsweep --help` reads GRACE_SECONDS from here
     import optuna
@@ -50,24 +51,55 @@ def storage_url(spec: SweepSpec, override: str | None, runs_root: Path) -> str:
     return override or spec.default_storage(runs_root)
 
 
+# Database servers' own cross-connection locks, held by one connection for the block: a
+# PostgreSQL advisory lock (per database) and a MySQL/MariaDB named lock (per server, so the
+# database's name is part of it). GET_LOCK answers 1 once it holds the lock, 0 on timeout; its
+# "wait forever" timeout of -1 is MySQL's only (MariaDB 10.11 answers NULL and locks nothing), so
+# it waits a day, and anything but 1 is an error rather than an unguarded edit.
+@dataclass(frozen=True)
+class _ServerLock:
+    lock: str  # SQL taking the lock (waits for it)
+    unlock: str
+    key: object
+    granted: object = None  # what ``lock`` answers once it holds the lock; None: not checked
+
+
+def _server_lock(url: str) -> _ServerLock | None:
+    """The named lock of a database server's URL; None for files and SQLite."""
+    if url.startswith(("postgresql", "postgres:")):
+        return _ServerLock("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)",
+                           zlib.crc32(b"bitsweep-queue") & 0x7FFFFFFF)  # returns void
+    if url.startswith("mysql"):
+        from sqlalchemy.engine import make_url
+
+        # GET_LOCK names are at most 64 characters
+        return _ServerLock("SELECT GET_LOCK(:key, 86400)", "SELECT RELEASE_LOCK(:key)",
+                           f"bitsweep-queue:{make_url(url).database}"[:64], granted=1)
+    return None
+
+
 @contextlib.contextmanager
 def queue_lock(url: str) -> Iterator[None]:
-    """Serialise queue edits across processes and machines sharing one storage."""
-    if url.startswith(("postgresql", "postgres:")):
+    """Serialise queue edits (and the study's creation) across processes and machines sharing
+    one storage."""
+    server = _server_lock(url)
+    if server is not None:
         import sqlalchemy
 
-        key = zlib.crc32(b"bitsweep-queue") & 0x7FFFFFFF
         try:  # the first contact with the server: say what is wrong as open_storage would
             engine = sqlalchemy.create_engine(rdb_url(url), poolclass=sqlalchemy.pool.NullPool)
             conn = engine.connect()
         except (ImportError, sqlalchemy.exc.SQLAlchemyError) as err:
             raise unreachable(url, err) from None
         with conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            got = conn.execute(sqlalchemy.text(server.lock), {"key": server.key}).scalar()
+            if server.granted is not None and got != server.granted:
+                raise RuntimeError(f"storage {describe(url)}: the queue lock {server.key!r} was "
+                                   f"not granted ({got!r}) within a day; another sweep holds it")
             try:
                 yield
             finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.execute(sqlalchemy.text(server.unlock), {"key": server.key})
         engine.dispose()
         return
     target = storage_file(url)

@@ -49,8 +49,9 @@ def is_url(text: str) -> bool:
 
 
 def rdb_url(url: str) -> str:
-    """Name a PostgreSQL driver that is installed: SQLAlchemy 2.1 reads a bare ``postgresql://``
-    as psycopg 3, while the ``postgres`` extra installs psycopg2."""
+    """Name a driver that is installed: SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg
+    3, while the ``postgres`` extra installs psycopg2; a bare ``mysql://`` as mysqlclient, while
+    the ``mysql`` extra installs PyMySQL (pure Python)."""
     import importlib.util
 
     for bare in ("postgres://", "postgresql://"):
@@ -58,6 +59,8 @@ def rdb_url(url: str) -> str:
             rest = url[len(bare):]
             driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
             return f"postgresql+{driver}://{rest}"
+    if url.startswith("mysql://") and not importlib.util.find_spec("MySQLdb"):
+        return "mysql+pymysql://" + url[len("mysql://"):]
     return url
 
 
@@ -110,8 +113,8 @@ def unreachable(url: str, err: Exception) -> StorageError:
     """The error for a database that cannot be opened: a driver missing, a bad URL, a refused
     connection or login (the password hidden)."""
     if isinstance(err, ImportError):
-        return StorageError(f"storage {describe(url)}: driver missing ({err}); for PostgreSQL "
-                            "install the postgres extra: pip install 'bitsweep[postgres]'")
+        return StorageError(f"storage {describe(url)}: driver missing ({err}); install the "
+                            "extra: pip install 'bitsweep[postgres]' or 'bitsweep[mysql]'")
     return StorageError(f"storage {describe(url)} cannot be opened: {str(err).splitlines()[0]}")
 
 

@@ -3,8 +3,9 @@
 The README's recipe for many machines is "run the same command everywhere". Four real processes
 (the "machines") run the real command line (suite.cli.main, what the `bitsweep` script calls),
 released together by one multiprocessing.Barrier per round, each round on a storage nobody has
-opened: a new PostgreSQL database (on the private server of conftest.py), SQLite file or journal
-file. The processes live for the whole module, so that each imports torch and Lightning once.
+opened: a new PostgreSQL or MySQL (MariaDB) database (on the private servers of conftest.py), a
+SQLite file or a journal file. The processes live for the whole module, so that each imports
+torch and Lightning once.
 Executions are counted from BITSWEEP_EXEC_LOG, which a worker appends one line to each time it
 starts a trial's training: a trial run twice shows there even when only one of the runs finished.
 """
@@ -32,7 +33,7 @@ from optuna.trial import TrialState
 from suite.sweep.storage import open_storage
 
 PROCESSES = 4
-STORAGES = ("postgres", "sqlite", "journal")
+STORAGES = ("postgres", "mysql", "sqlite", "journal")
 CREATE_ROUNDS = 8  # cheap rounds: create or join the study and queue it, no training
 TRAIN_ROUNDS = 3   # per storage, 24 trainings each
 SPEC = {
@@ -42,35 +43,36 @@ SPEC = {
     "grid": {"model": ["fc"], "precision": ["fp32", 1, 2, "bnn"], "seed": [0, 1, 2, 3, 4, 5]},
 }
 CELLS = 24
+DROP = {"postgres": 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)', "mysql": "DROP DATABASE IF EXISTS {}"}
 
 
 @pytest.fixture
 def fresh_storage(tmp_path: Path, request: pytest.FixtureRequest):
     """fresh_storage(kind, name) -> the URL or journal path of a storage nobody has opened."""
-    made: list[str] = []
-    admin: list[sqlalchemy.Engine] = []
+    made: list[tuple[str, str]] = []
+    admin: dict[str, sqlalchemy.Engine] = {}
 
     def make(kind: str, name: str) -> str:
         if kind == "journal":
             return str(tmp_path / name / "optuna.journal")
         if kind == "sqlite":
             return f"sqlite:///{tmp_path / name / 'optuna.db'}"
-        if not admin:
-            server = sqlalchemy.engine.make_url(request.getfixturevalue("postgres_url"))
-            admin.append(sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT"))
+        if kind not in admin:
+            server = sqlalchemy.engine.make_url(request.getfixturevalue(f"{kind}_url"))
+            admin[kind] = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
         database = f"bitsweep_{os.getpid()}_{name}".replace("-", "_").lower()
-        with admin[0].connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
-        made.append(database)
-        return admin[0].url.set(database=database).render_as_string(hide_password=False)
+        with admin[kind].connect() as conn:
+            conn.execute(sqlalchemy.text(DROP[kind].format(database)))
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+        made.append((kind, database))
+        return admin[kind].url.set(database=database).render_as_string(hide_password=False)
 
     yield make
-    if admin:  # leave nothing on a shared server (BITSWEEP_TEST_POSTGRES_URL)
-        with admin[0].connect() as conn:
-            for database in made:
-                conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin[0].dispose()
+    for kind, database in made:  # leave nothing on a shared server (BITSWEEP_TEST_*_URL)
+        with admin[kind].connect() as conn:
+            conn.execute(sqlalchemy.text(DROP[kind].format(database)))
+    for engine in admin.values():
+        engine.dispose()
 
 
 def _sweeper(index: int, inbox, barrier, results, log: str) -> None:
