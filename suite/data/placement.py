@@ -28,6 +28,13 @@ class Placement:
     free_bytes: int | None  # the device's free memory when it was decided; None: not a GPU
     requested: str = "auto"
 
+    def model_room(self, free: int | None) -> int | None:
+        """What of the device's ``free`` bytes the model may take: on a GPU, less the data it
+        keeps resident (host memory already holds the data when ``free`` is measured)."""
+        if free is None or self.mode != "device" or self.free_bytes is None:
+            return free
+        return max(0, free - self.data_bytes)
+
     def describe(self) -> str:
         """One line for the run's log: what was decided and why."""
         size = f"{self.data_bytes / 2**30:.2f} GiB"

@@ -164,16 +164,17 @@ def _prepare(config: RunConfig) -> _Prepared:
     from suite.models.registry import ModelTooLarge, available_memory, check_fits
 
     free = available_memory(device)  # before the model or the data take any of it
+    placement = choose_placement(config.data_placement, data.nbytes, device, free)
     try:
         spec = spec_for(config, data)
-        check_fits(spec, free)  # before module_for allocates the weights
+        check_fits(spec, placement.model_room(free))  # before module_for allocates the weights
     except ModelTooLarge as err:  # its message names the knob: width=..., depth=... or model=...
         raise ConfigError(str(err)) from None
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model={config.model!r}: {err}") from None
     L.seed_everything(config.seed, workers=False, verbose=False)
     check_shares(config, len(data.train_x))
-    loaders, placement = _loaders(config, data, device, free, shard)
+    loaders = _loaders(config, data, device, placement, shard)
     module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
     channels_last = _set_layout(config, module.model, data, device, loaders)
     summary = param_summary(module.model)
@@ -186,8 +187,8 @@ def _prepare(config: RunConfig) -> _Prepared:
     return _Prepared(device, data, spec, module, loaders, facts, summary, resolved, shard)
 
 
-def _loaders(config: RunConfig, data: DataSplits, device: torch.device, free: int | None,
-             shard: tuple[int, int]) -> tuple[tuple[DeviceLoader, DeviceLoader, DeviceLoader], Placement]:
+def _loaders(config: RunConfig, data: DataSplits, device: torch.device, placement: Placement,
+             shard: tuple[int, int]) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
     """The train, val and test loaders, their data resident on ``device`` or streamed to it."""
     augment = make_augment(config.augment, data.image_kind)
     eval_batch = max(config.batch_size, 256)
@@ -202,7 +203,6 @@ def _loaders(config: RunConfig, data: DataSplits, device: torch.device, free: in
         DeviceLoader(data.test_x, data.test_y, eval_batch, shuffle=False, seed=config.seed,
                      pixel_norm=norm),
     )
-    placement = choose_placement(config.data_placement, data.nbytes, device, free)
     for loader in loaders:
         if placement.mode == "stream":
             loader.stream_to(device)
@@ -212,7 +212,7 @@ def _loaders(config: RunConfig, data: DataSplits, device: torch.device, free: in
         # on a GPU the choice matters (and may be forced); on a CPU the data is in host memory
         # either way, and 468 runs of a study need not say so each
         print(f"bitsweep: {placement.describe()}", file=sys.stderr)
-    return loaders, placement
+    return loaders
 
 
 def _set_layout(config: RunConfig, model: torch.nn.Module, data: DataSplits, device: torch.device,

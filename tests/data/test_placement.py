@@ -43,3 +43,14 @@ def test_an_unknown_placement_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match=r"data_placement='gpu': choose one of auto, device, stream"):
         choose_placement("gpu", 1, GPU, None)
     assert PLACEMENTS == ("auto", "device", "stream")
+
+
+def test_resident_data_leaves_the_model_the_rest_of_the_gpu():
+    free = 24 * GiB
+    resident = choose_placement("auto", 10 * GiB, GPU, free)
+    assert resident.model_room(free) == 14 * GiB  # what check_fits compares the model with
+    assert choose_placement("auto", 13 * GiB, GPU, free).model_room(free) == free  # streamed
+    assert choose_placement("device", 30 * GiB, GPU, free).model_room(free) == 0  # forced: no room
+    cpu = choose_placement("auto", 10 * GiB, torch.device("cpu"), free)
+    assert cpu.model_room(free) == free  # host memory measured with the data already in it
+    assert resident.model_room(None) is None
