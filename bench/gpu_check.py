@@ -14,7 +14,7 @@
 
 Each figure is given per amp mode (off, bf16, fp16 on CUDA) as seconds and as a ratio to off
 (fp32); the two CNN workloads also in channels_last at off and bf16, and the CIFAR epoch with its
-data streamed from pinned host memory (``data_placement: stream``) instead of resident.
+data streamed from host memory (``data_placement: stream``) instead of resident.
 Steps: median of ``--steps`` after ``--warmup``, the device synchronised around each.
 ``--quick`` shrinks every workload (CPU-sized; for checking that the script runs).
 
@@ -217,7 +217,7 @@ class _EpochClock:
 def variants(device: torch.device) -> list[tuple[str, str, dict[str, str]]]:
     """(row label, amp, RunConfig knobs) of the CIFAR epoch: each amp mode in the plain layout,
     then channels_last at off and bf16 (suite/run/layout.py takes it on a GPU only once these
-    rows show a gain), then the data streamed from pinned host memory instead of resident."""
+    rows show a gain), then the data streamed from host memory instead of resident."""
     rows = [(amp, amp, {"memory_format": "contiguous"}) for amp in amp_modes(device)]
     rows += [(f"{amp} channels_last", amp, {"memory_format": "channels_last"}) for amp in ("off", "bf16")]
     rows.append(("off streamed", "off", {"memory_format": "contiguous", "data_placement": "stream"}))

@@ -2,8 +2,9 @@
 
 Small datasets fit in (GPU or host) memory whole, so a DataLoader's workers, collation and
 host-to-device copies are pure overhead here: a batch is an index_select on resident tensors.
-A data set too large for the device (Food-101 at 256 px: 15 GB of uint8) stays in pinned host
-memory instead and each batch is gathered there and copied over (``stream_to``); uint8 images
+A data set too large for the device (Food-101 at 256 px: 15 GB of uint8) stays in host memory
+instead (a memory-mapped cache file is fine: nothing copies it whole) and each batch is gathered
+into a pinned buffer and copied over (``stream_to``); uint8 images
 are normalised per batch on the device either way. ``suite.data.placement`` decides which.
 """
 
@@ -105,11 +106,12 @@ class DeviceLoader:
             self.stats = (self.stats[0].to(device), self.stats[1].to(device))
 
     def stream_to(self, device: torch.device | str) -> DeviceLoader:
-        """Keep x in host memory (pinned when `device` is a GPU, so copies run asynchronously)
-        and copy each batch of images to `device` as it is taken."""
+        """Keep x in host memory and copy each batch of images to `device` as it is taken,
+        through pinned staging buffers (so the copies run asynchronously). x itself is not
+        pinned: that would copy all of it into page-locked memory, which a data set streamed
+        because it is large can least afford (and a memory-mapped one would stop being mapped)."""
         device = torch.device(device)
-        x = self.x.cpu()
-        self.x = x.pin_memory() if device.type == "cuda" and not x.is_pinned() else x
+        self.x = self.x.cpu()
         # the labels are small (8 bytes an example) and stay resident: a copy from pageable
         # memory would wait for the device's queued work every batch
         self.y = self.y.to(device)

@@ -3,8 +3,8 @@
 Resident is the fast path (a batch is an index_select where the model is), so it is taken
 whenever the data leaves the device room to train: at most ``DEVICE_SHARE`` of its free memory.
 A larger data set (Food-101 at paper 1's 256 px is 15 GB of uint8 training images) stays in
-pinned host memory and each batch is gathered there and copied over asynchronously
-(DeviceLoader.stream_to). On a CPU or an Apple GPU the data is in host memory either way.
+host memory and each batch is gathered there into a pinned buffer and copied over
+asynchronously (DeviceLoader.stream_to). On a CPU or an Apple GPU the data is in host memory either way.
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ class Placement:
         size = f"{self.data_bytes / 2**30:.2f} GiB"
         why = "" if self.requested == "auto" else f" (data_placement={self.requested})"
         if self.mode == "stream":
-            pinned = "pinned " if self.device.startswith("cuda") else ""
             room = (f" does not fit in {DEVICE_SHARE:.0%} of the {self.free_bytes / 2**30:.1f} GiB "
                     f"free on {self.device}" if self.free_bytes is not None and not why else "")
-            return (f"data: {size}{room}; streamed from {pinned}host memory, each batch copied "
-                    f"to {self.device}{why}")
+            return (f"data: {size}{room}; streamed from host memory, each batch copied to "
+                    f"{self.device}{why}")
         return f"data: {size} resident on {self.device}{why}"
 
 

@@ -228,7 +228,7 @@ class RunConfig:
     memory_format: str = _field("auto", "layout of the convolutions' tensors; auto: channels_last where "
                                         "it was measured faster (CNNs on colour images on CPU)")
     data_placement: str = _field("auto", "where the data sits while training: on the device, or "
-                                         "streamed (pinned host memory, each batch copied over); "
+                                         "streamed (host memory, each batch copied over); "
                                          "auto: on the device when it takes at most half its free "
                                          "memory")
     devices: int = _field(1, "train data-parallel (DDP) on this many devices: CPU processes or GPUs; "

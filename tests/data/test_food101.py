@@ -86,6 +86,11 @@ def test_download_extract_decode_and_cache(served, sandbox):
     shutil.rmtree(root / "images")
     again = load_dataset("food101", image_size=SIZE)
     assert again.checksum == splits.checksum
+    # and maps the cache file rather than reading it into memory: a data set larger than the
+    # host's memory still loads, and streaming copies only batches out of it
+    maps = Path("/proc/self/maps").read_text()
+    assert all(str(sandbox / "food101" / "decoded" / f"{part}-{SIZE}px.pt") in maps
+               for part in ("train", "val", "test"))
     assert len(served.server.requests) == 1
 
 

@@ -19,7 +19,7 @@ def test_a_gpu_keeps_data_that_takes_at_most_its_share_of_free_memory():
     big = choose_placement("auto", int(DEVICE_SHARE * free) + 1, GPU, free)
     assert big.mode == "stream"
     assert big.describe() == ("data: 40.00 GiB does not fit in 50% of the 80.0 GiB free on cuda:0; "
-                              "streamed from pinned host memory, each batch copied to cuda:0")
+                              "streamed from host memory, each batch copied to cuda:0")
 
 
 def test_paper1_food101_at_256px_streams_on_a_24_gib_gpu_and_stays_on_an_80_gib_one():
