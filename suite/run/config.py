@@ -311,6 +311,9 @@ class RunConfig:
             raise self._bad("dataset", f"model {self.model!r} needs {kind}")
         if text_data and self.augment != "none":
             raise self._bad("augment", "text corpora take no augmentation; use none")
+        if text_data and self.memory_format == "channels_last":
+            raise self._bad("memory_format", "channels_last is a layout of image batches; a text "
+                                             "model takes token windows, use auto or contiguous")
         # the dataset's own rule (an option it would ignore mislabels a run); its message names
         # the field, the value and the fix
         if why := dataset_option_error(self.dataset, image_size=self.image_size,

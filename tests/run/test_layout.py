@@ -38,6 +38,10 @@ def test_a_forced_layout_holds_and_bad_values_are_refused():
                                           r"channels_last, contiguous"):
         RunConfig(memory_format="nhwc")
     assert MEMORY_FORMATS == ("auto", "channels_last", "contiguous")
+    with pytest.raises(ConfigError, match=r"memory_format='channels_last': .* a text model takes "
+                                          r"token windows, use auto or contiguous"):
+        RunConfig(model="lm", dataset="stdlib-text", memory_format="channels_last")
+    RunConfig(model="lm", dataset="stdlib-text", memory_format="contiguous")  # a no-op, accepted
 
 
 def test_the_layout_is_not_part_of_the_experiment():
@@ -46,3 +50,19 @@ def test_the_layout_is_not_part_of_the_experiment():
     assert nhwc.fingerprint() == config.fingerprint()
     assert "memory_format" not in config.to_file_dict()
     assert nhwc.to_file_dict()["memory_format"] == "channels_last"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["fc", "vit"])
+def test_a_forced_channels_last_trains_models_without_convolutions_to_the_same_run(model, tmp_path):
+    """fc and vit flatten or cut their input into patches: an NHWC batch holds the same values,
+    so forcing the layout on them changes nothing."""
+    from suite.run.train import train
+
+    config = RunConfig(model=model, dataset="digits", subset=10, epochs=1, width=0.5,
+                       device="cpu", wandb_mode="disabled")
+    plain = train(config, tmp_path / "plain", progress=False)
+    nhwc = train(config.replace(memory_format="channels_last"), tmp_path / "nhwc", progress=False)
+    assert nhwc["memory_format"] == "channels_last" and plain["memory_format"] == "contiguous"
+    for key in ("train_loss", "val_loss", "val_acc", "test_loss"):
+        assert nhwc[key] == plain[key], key
