@@ -30,10 +30,7 @@ from suite.data.fetch import ensure_files
 from suite.data.food101 import DEFAULT_IMAGE_SIZE, load_food101
 from suite.data.idx import read_idx
 from suite.data.images import SPLIT_SEED, build_image_splits
-from suite.data.names import (
-    DATASETS,
-    dataset_option_error,
-)
+from suite.data.names import DATASETS, dataset_option_error
 from suite.data.paths import resolve_data_dir
 from suite.data.splits import DataSplits, stratified_holdout
 from suite.data.text import build_text_splits, contiguous_split, normalise_text, normalise_utf8
@@ -196,6 +193,8 @@ _LOADERS: dict[str, Callable[..., DataSplits]] = {
 }
 if tuple(sorted(_LOADERS)) != DATASETS:  # the names, their tasks and rules live in names.py
     raise RuntimeError(f"suite/data/names.py DATASETS {DATASETS} != the loaders {sorted(_LOADERS)}")
+
+
 def load_dataset(
     name: str,
     *,

@@ -4,8 +4,8 @@ Small datasets fit in (GPU or host) memory whole, so a DataLoader's workers, col
 host-to-device copies are pure overhead here: a batch is an index_select on resident tensors.
 A data set too large for the device (Food-101 at 256 px: 15 GB of uint8) stays in host memory
 instead (a memory-mapped cache file is fine: nothing copies it whole) and each batch is gathered
-into a pinned buffer and copied over (``stream_to``); uint8 images
-are normalised per batch on the device either way. ``suite.data.placement`` decides which.
+into a pinned buffer and copied over (``stream_to``); uint8 images are normalised per batch on
+the device either way. ``suite.data.placement`` decides which.
 """
 
 from __future__ import annotations

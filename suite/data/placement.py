@@ -4,7 +4,8 @@ Resident is the fast path (a batch is an index_select where the model is), so it
 whenever the data leaves the device room to train: at most ``DEVICE_SHARE`` of its free memory.
 A larger data set (Food-101 at paper 1's 256 px is 15 GB of uint8 training images) stays in
 host memory and each batch is gathered there into a pinned buffer and copied over
-asynchronously (DeviceLoader.stream_to). On a CPU or an Apple GPU the data is in host memory either way.
+asynchronously (DeviceLoader.stream_to). On a CPU or an Apple GPU the data is in host memory
+either way.
 """
 
 from __future__ import annotations
