@@ -6,8 +6,9 @@
 Modules: spec (the sweep file, validated whole), slots (the identity of a grid cell and its
 repeats; light, the report reads it too), storage (opening a journal file or database URL),
 queue (the queue of waiting trials, claims, heartbeats and locks), tuning (per-cell sampler and
-pruner), progress (what a sweep prints), driver (workers, inline or a pool of processes), wandb
-(W&B sweep export and the agent's program).
+pruner), progress (what a sweep prints), study (opening the study), trial (running one claimed
+trial), workers (worker processes and their signals, inline or a pool), driver (a sweep from start
+to summary), wandb (W&B sweep export and the agent's program).
 
 The names below load their modules on first use: the report imports ``suite.sweep.slots`` and
 ``suite.sweep.storage`` and must not pay for Optuna's samplers, Lightning or torch.

@@ -234,25 +234,26 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, write_spec)
 def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_worker(tmp_path, write_spec):
     """Our SIGINT handler sets a flag before raising; if something between us and the signal
     swallows the KeyboardInterrupt, the worker stops before claiming the next trial."""
-    from suite.sweep import driver
+    from suite.sweep import workers
     from suite.sweep.queue import queue_lock, sync_queue
+    from suite.sweep.study import open_study
 
     spec = load_spec(write_spec({"study": "swallow", "fixed": FIXED,
                                  "grid": {"model": ["fc"], "precision": ["fp32", 1]}}))
     url = str(tmp_path / "runs" / "swallow" / "optuna.journal")
-    study = driver.open_study(spec, url)
+    study = open_study(spec, url)
     with queue_lock(url):
         sync_queue(study, spec, retry_crashed=True)
-    previous = driver._catch_ctrl_c()
+    previous = workers._catch_ctrl_c()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # as a library's blanket except would
             signal.raise_signal(signal.SIGINT)
-        plan = driver.WorkerPlan(spec=spec, url=url, runs_root=str(tmp_path / "runs"),
+        plan = workers.WorkerPlan(spec=spec, url=url, runs_root=str(tmp_path / "runs"),
                                  threads=1, limit=None, grace=60.0)
         with pytest.raises(KeyboardInterrupt):
-            driver.work(plan)
+            workers.work(plan)
     finally:
         signal.signal(signal.SIGINT, previous)
-        driver._INTERRUPTED.clear()
+        workers._INTERRUPTED.clear()
     states = [t.state for t in load(tmp_path / "runs", "swallow").trials]
     assert states == [TrialState.WAITING, TrialState.WAITING]  # nothing claimed, nothing lost
