@@ -78,7 +78,8 @@ def _option(args: list[str], flag: str) -> list[str]:
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """Rebuild reports/<study>/ from a study's storage (default: the default study)."""
+    """Rebuild a study's report from its storage (default: the default study, into
+    runs/default/report/; `-- sweeps/x.yaml --out reports` rebuilds a committed reference)."""
     _install(session, "")
     session.run("bitsweep", "report", *(session.posargs or ["sweeps/default.yaml"]),
                 env=_quiet_env())

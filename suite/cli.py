@@ -18,7 +18,6 @@ import yaml
 from suite.run.config import WANDB_MODES, ConfigError, RunConfig, config_fields
 
 _RUNS = "runs"        # root of run directories and of the default study storage
-_REPORTS = "reports"  # root of the reports
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -144,10 +143,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if argv[1:2] != ["report"]:  # called as main([...]) (tests, nox): rebuild the command line
         argv = ["bitsweep", "report", args.target]
         argv += ["--storage", args.storage] if args.storage else []
-        argv += ["--out", args.out] if args.out != _REPORTS else []
+        argv += ["--out", args.out] if args.out else []
         argv += ["--runs", args.runs] if args.runs != _RUNS else []
         argv += ["--formats", args.formats] if args.formats else []
-    path = report_command(args.target, storage=args.storage, out_root=Path(args.out),
+    path = report_command(args.target, storage=args.storage,
+                          out_root=Path(args.out) if args.out else None,
                           runs_root=Path(args.runs), argv=argv, formats=args.formats,
                           wandb=args.wandb, wandb_mode=args.wandb_mode)
     print(f"wrote {path}")
@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_HelpFormatter)
     p.add_argument("target", help="sweeps/<study>.yaml, or a study name with --storage")
     p.add_argument("--storage", default=None)
-    p.add_argument("--out", default=_REPORTS, help="reports root (default %(default)s/)")
+    p.add_argument("--out", default=None,
+                   help="reports root: writes OUT/<study>/ (default: RUNS/<study>/report/, beside "
+                        "the study's runs; the committed reference reports live in reports/)")
     p.add_argument("--runs", default=_RUNS)
     p.add_argument("--formats", default=None,
                    help="figure formats, comma-separated (default %(figure_formats)s)")

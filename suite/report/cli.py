@@ -1,4 +1,8 @@
-"""`bitsweep report`: find a study's storage, load it, and write reports/<study>/.
+"""`bitsweep report`: find a study's storage, load it, and write its report.
+
+The report goes beside the study's runs (``runs/<study>/report/``) unless ``--out ROOT`` asks for
+``ROOT/<study>/``: a user's own sweep never overwrites the committed reference reports in
+``reports/``, which are rebuilt only with ``--out reports``.
 
     bitsweep report sweeps/default.yaml                 # storage from the sweep file, else
                                                         # sqlite:///runs/<study>/optuna.db
@@ -33,7 +37,7 @@ def report_command(
     target: str,
     *,
     storage: str | None,
-    out_root: Path,
+    out_root: Path | None,
     runs_root: Path,
     argv: list[str],
     formats: str | None = None,
@@ -85,7 +89,7 @@ def report_command(
         frames.spec_yaml = spec_yaml  # a study written without its spec: show the file's
     if frames.spec is None and spec is not None:
         frames.spec = spec.raw
-    out_dir = Path(out_root) / study
+    out_dir = report_dir(study, out_root=out_root, runs_root=Path(runs_root))
     command = format_command(_without_wandb_flags(argv))
     path = build_report(frames, out_dir, study=study, command=command, cwd=os.getcwd(),
                         formats=chosen, sweep_command=sweep_command)
@@ -93,6 +97,17 @@ def report_command(
         _log_to_wandb(path, frames, study=study, spec=spec, mode=wandb_mode,
                       save_dir=Path(runs_root) / study, command=command)
     return path
+
+
+REPORT_SUBDIR = "report"  # RUNS/<study>/report/: a study's own report, beside its trials
+
+
+def report_dir(study: str, *, out_root: Path | None, runs_root: Path) -> Path:
+    """Where the report of ``study`` is written: ``out_root/<study>/`` when asked, else beside
+    the study's runs, so that the default never touches the committed ``reports/<study>/``."""
+    if out_root is not None:
+        return Path(out_root) / study
+    return Path(runs_root) / study / REPORT_SUBDIR
 
 
 def _log_to_wandb(path: Path, frames: StudyFrames, *, study: str, spec: SweepSpec | None,
