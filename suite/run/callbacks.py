@@ -9,8 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from suite.quant import QuantMixin
-from suite.run.oscillation import OscillationTracker
+from suite.run.meter import StabilityMeter
 
 CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_ppl",
                  "grad_norm", "flip_rate", "oscillation", "lr")
@@ -29,71 +28,30 @@ def best_values(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def _levels(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every quantised tensor's level indices, computed afresh (nothing else holds them)."""
-    out = {}
-    for name, module in model.named_modules():
-        if isinstance(module, QuantMixin):
-            for key, qt in module.quantized_tensors().items():
-                out[f"{name}.{key}"] = qt.indices
-    return out
-
-
-def _level_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in _levels(model).items()}
-
-
-def _versions(model: torch.nn.Module) -> tuple[int, ...]:
-    # Nothing in a run changes the parameters between one epoch's end and the next one's start;
-    # a callback that does so in place (fill_, copy_, load_state_dict) bumps a version counter.
-    return tuple(p._version for p in model.parameters())
-
-
 class EpochRecorder(L.Callback):
-    """Collects one row per finished epoch into ``rows`` (the run's curves.csv).
-
-    The flip rate is the fraction of quantised weights whose grid level changed during the epoch:
-    a direct measure of how restless low-resolution training is. The gradient norm is the mean
-    over the epoch's steps of the global L2 norm before the optimiser step. With
-    ``track_oscillation`` the levels are also read after every step and ``oscillation`` is the
-    oscillation rate at the epoch's end (suite.run.oscillation); else that column stays empty.
-    """
+    """Collects one row per finished epoch into ``rows`` (the run's curves.csv): the module's
+    losses and accuracies, the learning rate and the stability curves of suite.run.meter (flip
+    rate, gradient norm and, with ``track_oscillation``, oscillation; else that column stays
+    empty)."""
 
     def __init__(self, track_oscillation: bool = False) -> None:
         self.rows: list[dict[str, Any]] = []
-        self._oscillation = OscillationTracker() if track_oscillation else None
-        self._snapshot: dict[str, torch.Tensor] = {}
-        # the last epoch's closing snapshot, reused as the next one's opening snapshot while no
-        # parameter has changed in between (saves one level computation per epoch)
-        self._closing: tuple[tuple[int, ...], dict[str, torch.Tensor]] | None = None
+        self._meter = StabilityMeter(track_oscillation)
         self._params: list[torch.nn.Parameter] = []
-        self._grad_sum: float | torch.Tensor = 0.0
-        self._grad_steps = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._params = list(pl_module.parameters())
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        closing, self._closing = self._closing, None
-        if closing is not None and closing[0] == _versions(pl_module.model):
-            self._snapshot = closing[1]
-        else:
-            self._snapshot = _level_snapshot(pl_module.model)
-        self._grad_sum, self._grad_steps = 0.0, 0
+        self._meter.start_epoch(pl_module.model)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        if self._oscillation is not None:
-            self._oscillation.update(_levels(pl_module.model))
+        self._meter.after_step(pl_module.model)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self._params if p.grad is not None]
-        if grads:
-            # summed on the device and read once per epoch: no host sync per step
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).detach()
-            self._grad_sum = self._grad_sum + norm
-            self._grad_steps += 1
+        self._meter.add_grad_norm(self._params)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation published its epoch metrics already; the module publishes the training ones in
@@ -112,9 +70,7 @@ class EpochRecorder(L.Callback):
             "val_loss": get("val_loss"),
             "val_acc": get("val_acc"),
             "val_ppl": get("val_ppl"),
-            "grad_norm": float(self._grad_sum) / self._grad_steps if self._grad_steps else None,
-            "flip_rate": self._flip_rate(pl_module.model),
-            "oscillation": self._oscillation.rate if self._oscillation is not None else None,
+            **self._meter.end_epoch(pl_module.model),
             "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None,
         }
         if getattr(pl_module, "diverged_epoch", None) is not None:
@@ -124,15 +80,3 @@ class EpochRecorder(L.Callback):
         logged = {k: v for k, v in row.items() if v is not None}
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=trainer.global_step)
-
-    def _flip_rate(self, model: torch.nn.Module) -> float | None:
-        if not self._snapshot:
-            return None
-        after = _level_snapshot(model)
-        self._closing = (_versions(model), after)
-        total = sum(v.numel() for v in self._snapshot.values())
-        if not total:
-            return None
-        # one host read for all tensors
-        changed = torch.stack([(after[k] != v).sum() for k, v in self._snapshot.items()]).sum()
-        return int(changed) / total
