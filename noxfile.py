@@ -29,8 +29,11 @@ def _install(session: nox.Session, extras: str) -> None:
     if stamp.exists() and stamp.read_text() == key:
         session.log("dependencies unchanged; skipping install")
         return
-    session.install(TORCH)
-    session.install("-e", f".[{extras}]" if extras else ".")
+    # pip's own output shows: a first install downloads for minutes and must not look hung.
+    session.log(f"installing {TORCH} first (a first run downloads it: a few minutes)")
+    session.install(TORCH, silent=False)
+    session.log("installing bitsweep and its dependencies")
+    session.install("-e", f".[{extras}]" if extras else ".", silent=False)
     stamp.write_text(key)
 
 
