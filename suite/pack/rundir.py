@@ -151,7 +151,7 @@ def example_input(spec: dict[str, Any], batch: int = 2, seed: int = 0) -> torch.
 
 
 def _write_dequantized(state: dict[str, torch.Tensor], spec: dict[str, Any], out: Path) -> None:
-    from safetensors.torch import save_file
+    from suite.pack.weights import save_weights
 
     seen: set[int] = set()
     tensors = {}
@@ -160,8 +160,8 @@ def _write_dequantized(state: dict[str, torch.Tensor], spec: dict[str, Any], out
         seen.add(id(t))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "bitsweep-dequantized",
-                                           "model_spec": json.dumps(spec)})
+    save_weights(tensors, tmp, metadata={"format": "bitsweep-dequantized",
+                                         "model_spec": json.dumps(spec)})
     os.replace(tmp, out)
 
 

@@ -454,11 +454,11 @@ def _write_artifacts(module: Any, spec: dict[str, Any], config: RunConfig,
                      out: Path) -> dict[str, Any]:
     """The trained weights (safetensors: no pickle) and the packed file; returns the packed
     file's sizes for the result."""
-    from safetensors.torch import save_file
+    from suite.pack.weights import save_weights
 
     module.model.cpu().to(memory_format=torch.contiguous_format)  # packing reads plain tensors
     state = {k: v.contiguous() for k, v in module.model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
+    save_weights(state, out / "model.safetensors")
     packed = _pack(module.model, {"model_spec": spec, "config": config.to_file_dict()},
                    out / "model.bsw")
     packed["packed_ratio"] = packed["packed_bytes"] / (out / "model.safetensors").stat().st_size

@@ -281,3 +281,16 @@ def test_pack_of_a_trained_run_matches_what_training_wrote(trained_run, tmp_path
     code, unpacked, _ = cli(capsys, "unpack", str(trained_run / "model.bsw"))
     assert code == 0
     assert unpacked["max_abs_logit_diff"] <= LOGIT_TOL
+
+
+def test_every_file_of_a_run_has_the_mode_a_plain_write_gives(trained_run, tmp_path, capsys):
+    """safetensors writes 0600: the weights were the one file of a run its group could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    code, _, _ = cli(capsys, "unpack", str(trained_run / "model.bsw"),
+                     "--out", str(tmp_path / "weights.safetensors"))
+    assert code == 0
+    files = [p for p in trained_run.rglob("*") if p.is_file()] + [tmp_path / "weights.safetensors"]
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == \
+        {p.name: expected for p in files}

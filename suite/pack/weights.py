@@ -1,0 +1,21 @@
+"""Weights as safetensors files, with the permissions every other file the suite writes has."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str],
+                 metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, then the mode a plain open() would have given (0666 less the
+    umask): save_file creates its files 0600, so a run shared with a group or copied to a
+    results server was unreadable by anyone but its writer."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    Path(path).chmod(0o666 & ~umask)
