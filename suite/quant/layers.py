@@ -1,4 +1,4 @@
-"""Quantised Linear, Conv2d and Embedding layers.
+"""Quantised Linear, Conv1d, Conv2d and Embedding layers.
 
 One class per op serves every resolution, so fp32 baselines run through the very same code with
 quantisation off. At ``bnn`` resolution the layer is the binary normalized layer of arXiv
@@ -20,13 +20,10 @@ from suite.quant.fake import (
     example_normalize,
     fake_binarize,
     fake_quantize,
-    fake_quantize_learned,
-    fake_quantize_stretched,
     level_indices,
-    stretched_step,
 )
 from suite.quant.resolution import FP32, Resolution, parse_resolution
-from suite.quant.scale import DEFAULT_SCALE_RULE, LEARNED_RULES, check_scale_rule, compute_scale
+from suite.quant.scale import DEFAULT_SCALE_RULE, ScaleRule, check_scale_rule, compute_scale, get_scale_rule
 
 # Axes a bnn conv layer normalises over. The paper says "the features of each example"; for a
 # (N, C, H, W) output that can mean:
@@ -35,6 +32,8 @@ from suite.quant.scale import DEFAULT_SCALE_RULE, LEARNED_RULES, check_scale_rul
 #   hw  - each channel over space (instance-norm style; this cancels a per-channel bias exactly,
 #         so binary conv biases do nothing).
 CONV_NORM_AXES = {"chw": (1, 2, 3), "c": (1,), "hw": (2, 3)}
+# The same choices for a (N, C, L) Conv1d output: "hw" is then the one spatial axis.
+_CONV1D_NORM_AXES = {"chw": (1, 2), "c": (1,), "hw": (2,)}
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,10 @@ class QuantMixin:
     qconfig: QuantConfig
     weight: nn.Parameter
     bias: nn.Parameter | None
+    # The weight's output-channel axis, which a per-channel step keeps: 0 for torch's layers;
+    # 1 for a (in, out) weight such as Hugging Face's Conv1D. The quantiser sees the weight with
+    # this axis moved to the front (a view), so every scale rule works on (out, ...) tensors.
+    out_axis: int = 0
 
     def _init_quant(self, qconfig: QuantConfig) -> None:
         self.qconfig = qconfig
@@ -106,19 +109,35 @@ class QuantMixin:
         # them as they are: requantising would recompute the scale from the grid values.
         self.frozen = False
         res = qconfig.resolution
-        if res.kind == "levels" and qconfig.scale_rule in LEARNED_RULES:
-            s = compute_scale(self.weight, res.n, qconfig.scale_rule, qconfig.per_channel)
+        if res.kind == "levels" and self.scale_rule.learned:
+            s = self.scale_rule.initial_step(self._channels_first(self.weight), res.n,
+                                             qconfig.per_channel)
             self.step = nn.Parameter(s.clone())
         else:
             self.register_parameter("step", None)
 
+    @property
+    def scale_rule(self) -> ScaleRule:
+        # looked up by name (a dict lookup per forward) so the layer pickles without the rule's
+        # functions, which may be a user's lambdas
+        return get_scale_rule(self.qconfig.scale_rule)
+
+    def set_qconfig(self, qconfig: QuantConfig) -> None:
+        """Quantise this layer as ``qconfig`` says from now on (its weights kept; a learned step
+        is initialised afresh from them)."""
+        if "step" in self._parameters:
+            del self._parameters["step"]
+        self._init_quant(qconfig)
+
+    def _channels_first(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.out_axis == 0 else t.transpose(0, self.out_axis)
+
     def _scale(self, w: torch.Tensor, workspace: torch.Tensor | None = None) -> torch.Tensor:
+        """The grid step of ``w`` given channels first (``_channels_first``)."""
         if self.step is not None:
-            if self.qconfig.scale_rule == "seq":
-                return stretched_step(self.step, self.qconfig.resolution.n)
-            return self.step
-        return compute_scale(w, self.qconfig.resolution.n, self.qconfig.scale_rule,
-                             self.qconfig.per_channel, workspace=workspace)
+            return self.scale_rule.forward_step(self.step, self.qconfig.resolution.n)
+        return self.scale_rule.initial_step(w, self.qconfig.resolution.n, self.qconfig.per_channel,
+                                            workspace=workspace)
 
     def quantized_weight(self) -> torch.Tensor:
         res = self.qconfig.resolution
@@ -127,14 +146,15 @@ class QuantMixin:
             return w
         if res.kind == "bnn":
             return fake_binarize(w)
+        w = self._channels_first(w)
         if self.step is not None:
-            if self.qconfig.scale_rule == "seq":
-                return fake_quantize_stretched(w, res.n, self.step)
-            return fake_quantize_learned(w, res.n, self.step)
-        # One fresh buffer per forward serves as the scale's scratch space and then receives the
-        # quantised weight: one weight-sized allocation instead of three.
-        buf = torch.empty_like(w, memory_format=torch.contiguous_format)
-        return fake_quantize(w, res.n, self._scale(w, buf), out=buf)
+            q = self.scale_rule.quantize(w, res.n, self.step)
+        else:
+            # One fresh buffer per forward serves as the scale's scratch space and then receives
+            # the quantised weight: one weight-sized allocation instead of three.
+            buf = torch.empty_like(w, memory_format=torch.contiguous_format)
+            q = self.scale_rule.quantize(w, res.n, self._scale(w, buf), out=buf)
+        return self._channels_first(q)
 
     def quantized_bias(self) -> torch.Tensor | None:
         b = self.bias
@@ -160,7 +180,7 @@ class QuantMixin:
                 out[name] = QTensor(binary_indices(p).to(torch.uint8), None, 2, tuple(p.shape))
                 continue
             if name == "weight":
-                s = self._scale(p).detach()
+                s = self._channels_first(self._scale(self._channels_first(p)).detach())
             else:
                 s = compute_scale(p, res.n, "gauss")
             idx = level_indices(p, res.n, s).to(torch.uint8 if res.n <= 256 else torch.int32)
@@ -175,7 +195,7 @@ class QuantMixin:
             bits = res.bits if self.qconfig.bias_quantized else 32.0
             counts.append(PrecisionCount("bias", self.bias.numel(), bits))
         if res.kind == "levels":
-            n_scales = self.weight.shape[0] if self.qconfig.per_channel else 1
+            n_scales = self.weight.shape[self.out_axis] if self.qconfig.per_channel else 1
             if self.bias is not None and self.qconfig.bias_quantized:
                 n_scales += 1
             counts.append(PrecisionCount("scale", n_scales, 32.0))
@@ -226,6 +246,27 @@ class QuantConv2d(QuantMixin, nn.Conv2d):
         return f"{super().extra_repr()}, resolution={self.qconfig.resolution}"
 
 
+class QuantConv1d(QuantMixin, nn.Conv1d):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int | str = 0, bias: bool = True,
+                 qconfig: QuantConfig | None = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         bias=bias)
+        qconfig = qconfig or QuantConfig()
+        if qconfig.is_bnn:
+            nn.init.xavier_uniform_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+        self._init_quant(qconfig)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
+        return self._normalize(y, _CONV1D_NORM_AXES[self.qconfig.conv_norm])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, resolution={self.qconfig.resolution}"
+
+
 class QuantEmbedding(QuantMixin, nn.Embedding):
     """Token table. At bnn resolution it equals paper 1's binary embedding, a binary normalized
     dense layer on one-hot tokens: a row lookup plus its own binary bias, then normalisation."""
@@ -243,7 +284,9 @@ class QuantEmbedding(QuantMixin, nn.Embedding):
         self._init_quant(qconfig)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        y = F.embedding(idx, self.quantized_weight())
+        # the table's own options (all at their defaults in the built-in models)
+        y = F.embedding(idx, self.quantized_weight(), self.padding_idx, self.max_norm,
+                        self.norm_type, self.scale_grad_by_freq, self.sparse)
         b = self.quantized_bias()
         if b is not None:
             y = y + b

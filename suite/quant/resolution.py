@@ -24,9 +24,16 @@ LABELS: dict[str, int] = {
 }
 _CANONICAL_LABEL = {n: label for label, n in LABELS.items() if label != "4.08"}
 
+# The most levels a resolution may have: 8 bits with zero (2^8 + 1), the largest grid the
+# quantiser tests check on the grid (tests/quant/test_seq.py, across the uint8/int32 index
+# boundary) and that the packing tests round-trip. More levels were accepted before and ran
+# 700-2000x slower at N=100000 without a word; no question of the papers needs over 4.09 bits.
+MAX_LEVELS = 257
+
 ACCEPTED_FORMS = (
     "'fp32', 'bnn', a bit label (1, 1.58, 2, 2.32, 3, 3.17, 4, 4.09/4.08), "
-    "a level count 'N=<int>=2..>' (e.g. 'N=7'), or a bit budget k with zero=true|false"
+    f"a level count 'N=<int>' with 2 <= N <= {MAX_LEVELS} (e.g. 'N=7'), or a bit budget k "
+    "with zero=true|false"
 )
 
 
@@ -41,6 +48,10 @@ class Resolution:
         if self.kind == "levels":
             if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 2:
                 raise ValueError(f"levels resolution needs an integer n >= 2, got n={self.n!r}")
+            if self.n > MAX_LEVELS:
+                raise ValueError(f"N={self.n} levels is more than the {MAX_LEVELS} (8 bits with "
+                                 f"zero) that quantisation and packing are tested for; use at "
+                                 f"most N={MAX_LEVELS}")
         elif self.kind in ("fp32", "bnn"):
             if self.n is not None:
                 raise ValueError(f"{self.kind} resolution takes no n, got n={self.n!r}")

@@ -29,20 +29,107 @@ does not grow with N clips the large weights, so 4 bits buys nothing over 1 (doc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 
 import torch
 
+from suite.quant.fake import (
+    fake_quantize,
+    fake_quantize_learned,
+    fake_quantize_stretched,
+    stretched_step,
+)
+
+# The built-in rules' names, read from this source by RunConfig's validation (without torch);
+# the rules themselves are the registered objects below.
 SCALE_RULES = ("gauss", "absmean", "absmax", "lsq", "seq")
-LEARNED_RULES = ("lsq", "seq")  # rules whose step is a parameter of the layer
 DEFAULT_SCALE_RULE = "gauss"
 _MIN_SCALE = 1e-8  # an all-zero tensor still gets a non-degenerate grid
 
 
+@dataclass(frozen=True)
+class ScaleRule:
+    """Where a rule puts the N-level grid, and how a layer quantises with it.
+
+    ``step(w, n, per_channel)`` returns the grid step ``s`` of ``w`` (a scalar, or shape
+    (C, 1, ...) per output channel); for a ``learned`` rule it is the initial value of the layer's
+    ``step`` parameter, otherwise it is recomputed from the weights at every forward pass.
+    ``quantizer(w, n, s)`` returns the forward values (on the grid) with the rule's gradients;
+    None: round to the nearest level, identity gradient for ``w`` (``fake.fake_quantize``). A
+    learned rule's quantizer must pass a gradient to ``s``. ``grid_step(s, n)``: the step the
+    forward pass actually uses from the stored one (``seq`` floors it); None: ``s`` itself.
+    ``workspace``: ``step`` accepts a ``workspace=`` scratch tensor shaped like ``w``."""
+
+    name: str
+    step: Callable[..., torch.Tensor]
+    learned: bool = False
+    quantizer: Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor] | None = None
+    grid_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+    workspace: bool = False
+
+    def initial_step(self, w: torch.Tensor, n: int, per_channel: bool = False, *,
+                     workspace: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            if self.workspace:
+                return self.step(w, n, per_channel, workspace=workspace)
+            return self.step(w, n, per_channel)
+
+    def forward_step(self, step: torch.Tensor, n: int) -> torch.Tensor:
+        """The step the forward pass quantises with, from the stored (learned) one."""
+        return step if self.grid_step is None else self.grid_step(step, n)
+
+    def quantize(self, w: torch.Tensor, n: int, step: torch.Tensor, *,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward values of ``w`` on the grid of ``step``; ``out``: a fresh buffer for the
+        default quantiser to write into."""
+        if self.quantizer is None:
+            return fake_quantize(w, n, step, out=out)
+        return self.quantizer(w, n, step)
+
+
+_RULES: dict[str, ScaleRule] = {}
+
+
+def register_scale_rule(rule: ScaleRule, *, replace: bool = False) -> ScaleRule:
+    """Make ``rule`` selectable by its name (``QuantConfig(scale_rule=...)``, ``quantize_``).
+
+    Example, a grid whose half-range is twice the mean absolute weight::
+
+        register_scale_rule(ScaleRule("absmean2", lambda w, n, per_channel:
+                                      (2 * w.abs().mean() * 2 / (n - 1)).clamp_min(1e-8)))
+    """
+    if not isinstance(rule, ScaleRule):
+        raise TypeError(f"register_scale_rule takes a ScaleRule, got {type(rule).__name__}")
+    if not isinstance(rule.name, str) or not rule.name:
+        raise ValueError(f"a scale rule needs a non-empty name, got {rule.name!r}")
+    if rule.name in _RULES and not replace:
+        raise ValueError(f"scale rule {rule.name!r} is already registered; pass replace=True "
+                         "to replace it")
+    if rule.name in SCALE_RULES and replace:
+        raise ValueError(f"{rule.name!r} is a built-in scale rule and cannot be replaced")
+    _RULES[rule.name] = rule
+    return rule
+
+
+def scale_rules() -> tuple[str, ...]:
+    """Every registered rule's name, the built-in ones first."""
+    return tuple(_RULES)
+
+
+def get_scale_rule(name: str | ScaleRule) -> ScaleRule:
+    if isinstance(name, ScaleRule):
+        return name
+    rule = _RULES.get(name)
+    if rule is None:
+        raise ValueError(f"unknown scale rule {name!r}; choose one of {', '.join(_RULES)} "
+                         "(or register_scale_rule your own)")
+    return rule
+
+
 def check_scale_rule(name: str) -> str:
-    if name not in SCALE_RULES:
-        raise ValueError(f"unknown scale rule {name!r}; choose one of {', '.join(SCALE_RULES)}")
-    return name
+    return get_scale_rule(name).name
 
 
 def _gaussian_mse(step: float, n: int) -> float:
@@ -125,24 +212,47 @@ def _stat(w: torch.Tensor, per_channel: bool, fn: str,
     return a.amax() if dims is None else a.amax(dim=dims, keepdim=True)
 
 
-@torch.no_grad()
-def compute_scale(w: torch.Tensor, n: int, rule: str, per_channel: bool = False, *,
+def _gauss(w: torch.Tensor, n: int, per_channel: bool, *,
+           workspace: torch.Tensor | None = None) -> torch.Tensor:
+    # _stat returns a fresh tensor, so the scaling and the floor are applied in place
+    return _stat(w, per_channel, "std", workspace).mul_(gaussian_step(n)).clamp_min_(_MIN_SCALE)
+
+
+def _absmean(w: torch.Tensor, n: int, per_channel: bool, *,
+             workspace: torch.Tensor | None = None) -> torch.Tensor:
+    return _stat(w, per_channel, "absmean", workspace).mul_(2.0 / (n - 1)).clamp_min_(_MIN_SCALE)
+
+
+def _absmax(w: torch.Tensor, n: int, per_channel: bool, *,
+            workspace: torch.Tensor | None = None) -> torch.Tensor:
+    return _stat(w, per_channel, "absmax", workspace).mul_(2.0 / (n - 1)).clamp_min_(_MIN_SCALE)
+
+
+def _seq(w: torch.Tensor, n: int, per_channel: bool, *,
+         workspace: torch.Tensor | None = None) -> torch.Tensor:
+    # alpha = max|w| is the outer edge of the outermost bin, not its level: N bins, not N - 1 steps
+    return _stat(w, per_channel, "absmax", workspace).mul_(2.0 / n).clamp_min_(_MIN_SCALE)
+
+
+for _rule in (
+    ScaleRule("gauss", _gauss, workspace=True),
+    ScaleRule("absmean", _absmean, workspace=True),
+    ScaleRule("absmax", _absmax, workspace=True),
+    ScaleRule("lsq", _gauss, learned=True, quantizer=fake_quantize_learned, workspace=True),
+    ScaleRule("seq", _seq, learned=True, quantizer=fake_quantize_stretched,
+              grid_step=stretched_step, workspace=True),
+):
+    register_scale_rule(_rule)
+del _rule
+
+
+def compute_scale(w: torch.Tensor, n: int, rule: str | ScaleRule, per_channel: bool = False, *,
                   workspace: torch.Tensor | None = None) -> torch.Tensor:
     """The grid step ``s`` for ``w`` (scalar, or shape (C, 1, ...) per output channel).
 
-    ``lsq`` and ``seq`` return their initial value; the layer then owns it as a parameter. ``workspace``: a
-    scratch tensor shaped like ``w`` to use instead of allocating one (its contents are
-    overwritten; the layers pass the buffer that then receives the quantised weight).
+    Learned rules (``lsq``, ``seq``) return their initial value; the layer then owns it as a
+    parameter. ``workspace``: a scratch tensor shaped like ``w`` to use instead of allocating one
+    (its contents are overwritten; the layers pass the buffer that then receives the quantised
+    weight).
     """
-    check_scale_rule(rule)
-    # _stat returns a fresh tensor, so the scaling and the floor are applied in place
-    if rule in ("gauss", "lsq"):
-        s = _stat(w, per_channel, "std", workspace).mul_(gaussian_step(n))
-    elif rule == "absmean":
-        s = _stat(w, per_channel, "absmean", workspace).mul_(2.0 / (n - 1))
-    elif rule == "seq":
-        # alpha = max|w| is the outer edge of the outermost bin, not its level: N bins, not N - 1 steps
-        s = _stat(w, per_channel, "absmax", workspace).mul_(2.0 / n)
-    else:
-        s = _stat(w, per_channel, "absmax", workspace).mul_(2.0 / (n - 1))
-    return s.clamp_min_(_MIN_SCALE)
+    return get_scale_rule(rule).initial_step(w, n, per_channel, workspace=workspace)
