@@ -44,6 +44,7 @@ from suite.report.tables import (
     to_markdown,
 )
 from suite.run.result import git_commit
+from suite.sweep.storage import redact
 
 INLINE_ROWS = 80  # longer tables are linked from report.md rather than printed in it
 _PACKAGES = ("numpy", "pandas", "scipy", "matplotlib", "seaborn", "optuna", "torch")
@@ -314,16 +315,18 @@ def _distinct(results: pd.DataFrame, col: str) -> str:
 
 
 def _spec_text(frames: StudyFrames, spec: dict | None) -> str | None:
+    """The study's spec as report.md shows it, a storage: URL's password hidden (a sweep file
+    given to the report, or a study stored before sweeps hid it, still holds it)."""
     if frames.spec_yaml:
-        return frames.spec_yaml.rstrip()
+        return redact(frames.spec_yaml.rstrip())
     if spec is None:
         return None
     try:
         import yaml
 
-        return yaml.safe_dump(spec, sort_keys=False).rstrip()
+        return redact(yaml.safe_dump(spec, sort_keys=False).rstrip())
     except Exception:  # a spec yaml cannot dump is still worth showing
-        return json.dumps(spec, indent=2, default=str)
+        return redact(json.dumps(spec, indent=2, default=str))
 
 
 def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables, claims,

@@ -166,12 +166,29 @@ def cached_scan(module: Any, name: str) -> Iterator[None]:
         setattr(module, name, original)
 
 
+@contextmanager
+def redacted_argv() -> Iterator[None]:
+    """Within the block, ``sys.argv`` with every URL's password hidden (storage.redact).
+
+    ``wandb.init`` records the command line (Settings' ``_args``: ``sys.argv[1:]``, read when the
+    run starts) in the run's metadata, which ``wandb sync`` uploads; a ``--storage`` URL's password
+    must not go with it, while the rest of the metadata (host, Python, GPU) is worth keeping."""
+    from suite.sweep.storage import redact
+
+    original = sys.argv
+    sys.argv = [redact(arg) for arg in original]
+    try:
+        yield
+    finally:
+        sys.argv = original
+
+
 def _init(mode: str, **kwargs: Any) -> Any:
     import wandb.util
 
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True)
     # the run's requirements.txt lists the installed packages (the same list every time)
-    with cached_scan(wandb.util, "working_set"):
+    with cached_scan(wandb.util, "working_set"), redacted_argv():
         return wandb.init(mode=mode, reinit="create_new", settings=settings, **kwargs)
 
 

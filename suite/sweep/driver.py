@@ -33,7 +33,7 @@ from suite.sweep.progress import Progress
 from suite.sweep.queue import GRACE_SECONDS, queue_lock, storage_url, sync_queue
 from suite.sweep.slots import slot_identity
 from suite.sweep.spec import SweepSpec
-from suite.sweep.storage import describe
+from suite.sweep.storage import describe, redact, redact_all
 from suite.sweep.study import open_study
 from suite.sweep.trial import _epoch_callbacks, _monitor_metric, _read_curves, axis_params
 from suite.sweep.workers import (
@@ -53,8 +53,8 @@ __all__ = ["SweepInterrupted", "WorkerPlan", "axis_params", "check_datasets", "o
 
 def _spec_yaml(spec: SweepSpec) -> str:
     if spec.path and Path(spec.path).is_file():
-        return Path(spec.path).read_text()
-    return yaml.safe_dump(spec.raw, sort_keys=False)
+        return redact(Path(spec.path).read_text())
+    return yaml.safe_dump(redact_all(spec.raw), sort_keys=False)
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
@@ -139,7 +139,7 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     url = storage_url(spec, storage, runs_root)
     start = time.perf_counter()
     study = open_study(spec, url)
-    study.set_user_attr("spec", spec.raw)
+    study.set_user_attr("spec", redact_all(spec.raw))  # a storage: URL's password stays out
     study.set_user_attr("spec_yaml", _spec_yaml(spec))
     with queue_lock(url):
         state = sync_queue(study, spec, retry_crashed=True, grace=grace)

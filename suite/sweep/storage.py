@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -34,13 +35,34 @@ class StorageError(ValueError):
     """The study's storage cannot be opened; the message says which and how to fix it."""
 
 
+# A URL's password: after "user:", up to the last "@" of the line (SQLAlchemy ends it at the first
+# "@"; the last one also hides a mistyped, unescaped "@" in a password, at worst more than that),
+# and libpq's/PyMySQL's ?password= / ?passwd= query parameter.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/]*):[^\n]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd)=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``: the one form in which
+    a storage URL (or a command line, or a sweep file, holding one) is printed, stored or
+    logged anywhere."""
+    return _QUERY_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>:***@", text))
+
+
+def redact_all(value: Any) -> Any:
+    """``value`` (a sweep file's dict, a list, text) with every string in it redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_all(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_all(item) for item in value)
+    return value
+
+
 def describe(url: str) -> str:
     """The storage URL with any password hidden, for logs and reports."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+    return redact(url)
 
 
 def is_url(text: str) -> bool:
@@ -60,8 +82,22 @@ def rdb_url(url: str) -> str:
             driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
             return f"postgresql+{driver}://{rest}"
     if url.startswith("mysql://") and not importlib.util.find_spec("MySQLdb"):
-        return "mysql+pymysql://" + url[len("mysql://"):]
-    return url
+        url = "mysql+pymysql://" + url[len("mysql://"):]
+    return _with_mysql_pwd(url) if url.startswith("mysql") else url
+
+
+def _with_mysql_pwd(url: str) -> str:
+    """A MySQL URL without a password takes ``MYSQL_PWD``'s, as MySQL's own clients do (PyMySQL
+    does not read it; an option file named by ``?read_default_file=`` is read by the driver and
+    left to it). In memory only: what is recorded goes through ``describe``. PostgreSQL needs no
+    such step: libpq itself reads PGPASSWORD and ~/.pgpass (PGPASSFILE)."""
+    from sqlalchemy.engine import make_url
+
+    password = os.environ.get("MYSQL_PWD")
+    parsed = make_url(url)
+    if not password or parsed.password is not None or "read_default_file" in parsed.query:
+        return url
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def storage_file(url: str) -> Path | None:
