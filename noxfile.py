@@ -44,8 +44,9 @@ def _quiet_env() -> dict[str, str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (pytest args pass through: nox -s tests -- -k quant)."""
-    _install(session, "dev")
+    """The test suite (pytest args pass through: nox -s tests -- -k quant). The hf extra
+    (transformers) is installed so the Hugging Face examples run in CI."""
+    _install(session, "dev,hf")
     session.run("pytest", *(session.posargs or ["-q"]), env=_quiet_env())
 
 
@@ -91,6 +92,6 @@ def report(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed and memory benchmarks (results go to BENCHMARKS.md by hand)."""
-    _install(session, "dev,bench")
+    _install(session, "dev,bench,hf")
     for script in session.posargs or sorted(str(p) for p in (ROOT / "bench").glob("bench_*.py")):
         session.run("python", script, env=_quiet_env())
