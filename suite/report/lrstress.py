@@ -63,7 +63,9 @@ def _swept(data: ReportData) -> pd.DataFrame:
     """Completed runs of the settings with at least MIN_LRS learning rates, with ``_sid`` (the
     setting's number) and ``_div`` (diverged, as a plain bool)."""
     runs = data.runs
-    if runs.empty or "lr" not in runs or runs["lr"].isna().all():
+    # Only an lr grid axis stresses the lr: a tuned lr is not an axis (stats.Tuning), nor is one
+    # that never repeats across runs (frame.setting_axes).
+    if runs.empty or "lr" not in data.axes or runs["lr"].isna().all():
         return runs.iloc[0:0].assign(_sid=pd.Series(dtype=int), _div=pd.Series(dtype=bool))
     runs = runs[runs["lr"].notna()]
     sid = runs.groupby(setting_keys(data), dropna=False, sort=False).ngroup()

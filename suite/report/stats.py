@@ -6,6 +6,7 @@ All accuracies here are in points (percent); ``accuracy_points`` converts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -275,6 +276,77 @@ def _show(value: object) -> str:
     return str(value)
 
 
+# --- tuned studies ---------------------------------------------------------------------------
+# A sweep with ``tune:`` runs several trials per grid cell, each with values the tuner sampled
+# (suite/sweep/spec.py). They are not seeds: the report compares the best trial of each cell by
+# the sweep's objective, as the tuner would pick it, and the tuned fields are never setting axes
+# (a sampled lr is no lr grid, so no lr-stress analysis either).
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How a tuned study was reduced to one trial per cell (and seed)."""
+
+    params: tuple[str, ...]  # the tuned RunConfig fields
+    metric: str  # the objective the best trial is picked by
+    direction: str  # maximize | minimize
+    trials: int  # completed trials of the study
+    kept: int  # best trials compared, one per cell and seed
+
+    def describe(self) -> str:
+        """One sentence for report.md."""
+        best = "highest" if self.direction == "maximize" else "lowest"
+        return (f"tuned study: {', '.join(f'`{p}`' for p in self.params)} sampled by the tuner; "
+                f"each cell (and seed) is represented by its trial of the {best} `{self.metric}` "
+                f"(the sweep's objective), {self.kept} of {self.trials} completed trials; the "
+                "others are in results.csv (`best_in_cell` false) but in no mean, claim or "
+                "figure, and tuned values are no setting and no lr-stress axis")
+
+
+def tune_objective(spec: dict | None) -> tuple[tuple[str, ...], str, str] | None:
+    """(tuned fields, objective metric, direction) of a stored sweep spec with ``tune:``;
+    None for an untuned study. Defaults as suite/sweep/spec.py's: val_acc, and minimize for a
+    loss or perplexity."""
+    tune = (spec or {}).get("tune")
+    if not isinstance(tune, dict):
+        return None
+    params = tuple(k for k in tune if k != "trials")
+    if not params:
+        return None
+    objective = (spec or {}).get("objective") or {}
+    metric = str(objective.get("metric", "val_acc"))
+    minimize = "loss" in metric or "ppl" in metric
+    direction = str(objective.get("direction", "minimize" if minimize else "maximize"))
+    return params, metric, direction
+
+
+def best_of_cells(frames: StudyFrames, params: Sequence[str], metric: str,
+                  direction: str) -> tuple[StudyFrames, Tuning]:
+    """``frames`` with each cell's completed trials (a cell and seed) reduced to the best by
+    ``metric``: a diverged trial or one without the metric ranks last, ties go to the earlier
+    trial. Unfinished trials stay (the failed-trials table lists them)."""
+    res = frames.results
+    done = res["status"].isin(["ok", "diverged"])
+    if "cell" in res and res.loc[done, "cell"].notna().all():
+        keys = ["cell", "seed"]
+    else:  # run directories: the config without the tuned fields names the cell
+        keys = [k for k in (*frames.config_keys, "precision") if k not in params and k in res]
+    score = pd.to_numeric(res[metric], errors="coerce") if metric in res else pd.Series(
+        np.nan, index=res.index)
+    score = score.where(~res["diverged"].fillna(False).astype(bool))
+    ranked = res[done].assign(
+        _s=score[done] if direction == "minimize" else -score[done],
+        _t=res.loc[done, "trial"].astype(float))
+    ranked = ranked.sort_values(["_s", "_t"], na_position="last", kind="stable")
+    best = set(ranked.drop_duplicates(keys)["run_id"])
+    keep = ~done | res["run_id"].isin(best)
+    kept = dataclasses.replace(
+        frames, results=res[keep].reset_index(drop=True),
+        curves=frames.curves[frames.curves["run_id"].isin(set(res.loc[keep, "run_id"]))]
+        .reset_index(drop=True))
+    return kept, Tuning(tuple(params), metric, direction, int(done.sum()), len(best))
+
+
 @dataclass
 class ReportData:
     """What every figure, table and claim starts from, computed once per build."""
@@ -284,6 +356,7 @@ class ReportData:
     acc_col: str | None
     axes: list[str]
     order: list[str] = field(default_factory=list)
+    tuning: Tuning | None = None  # a tuned study: frames and runs hold each cell's best trial
 
     @property
     def curves(self) -> pd.DataFrame:
@@ -291,8 +364,12 @@ class ReportData:
 
 
 def prepare(frames: StudyFrames) -> ReportData:
+    tuning = None
+    tuned = tune_objective(frames.spec)
+    if tuned is not None:
+        frames, tuning = best_of_cells(frames, *tuned)
     runs, acc_col = completed_with_acc(frames)
-    axes = setting_axes(frames)
+    axes = [a for a in setting_axes(frames) if tuning is None or a not in tuning.params]
     if len(runs):
         many = runs["dataset"].nunique(dropna=True) > 1
         family = runs["model"].fillna("?").astype(str)
@@ -301,4 +378,4 @@ def prepare(frames: StudyFrames) -> ReportData:
         runs = runs.assign(family=family)
     else:
         runs = runs.assign(family=pd.Series(dtype=object))
-    return ReportData(frames, runs, acc_col, axes, precision_order(runs))
+    return ReportData(frames, runs, acc_col, axes, precision_order(runs), tuning)

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from suite.report.claims import ClaimResult
+from suite.report.claims import NOT_TESTED, ClaimResult, share_text
 from suite.report.frame import order_precisions, precision_bits
 from suite.report.lrstress import (
     CENSORED,
@@ -151,33 +151,34 @@ def max_stable_lr_table(data: ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out, numbers
 
 
-def _share(holds: float) -> str:
-    # Rounded down: a share under the fragile mark (80%) must not read as 80%.
-    return "–" if math.isnan(holds) else f"{math.floor(round(holds * 100, 6))}%"
-
-
 def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
-    """One row per claim result; ``holds`` is the share of resamples that give the same verdict,
-    and a verdict under FRAGILE_BELOW of them reads e.g. "supported (fragile)"."""
+    """One row per claim result, for reading: the claim, its estimate with 95% CI, the runs
+    behind it, the verdict (e.g. "supported (fragile)" under FRAGILE_BELOW), how often it holds
+    and why. The statistic and rule of each claim are stated once, in the rules section
+    (``claims_rules_table`` on paper)."""
     rows = []
     for r in results:
         est = "–" if math.isnan(r.estimate) else (
             f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
         models = f" ({r.models})" if r.models else ""
         rows.append({
-            "id": r.id, "claim": r.claim, "statistic": r.statistic, "estimate [95% CI]": est,
+            "id": r.id, "claim": r.claim, "estimate [95% CI]": est,
             "data": (f"{r.strata} settings{models}, {r.n_a} vs {r.n_b} runs" if r.strata else "–"),
-            "rule": r.rule, "verdict": r.verdict + (" (fragile)" if r.fragile else ""),
-            "holds": _share(r.holds), "why": r.reason,
+            "verdict": r.verdict + (" (fragile)" if r.fragile else ""),
+            "holds": "–" if r.verdict == NOT_TESTED else share_text(r.holds), "why": r.reason,
         })
     return pd.DataFrame(rows)
+
+
+def claims_rules_table(results: list[ClaimResult]) -> pd.DataFrame:
+    """How each row of ``claims_table`` is decided: its statistic and verdict rule."""
+    return pd.DataFrame([{"id": r.id, "statistic": r.statistic, "rule": r.rule} for r in results],
+                        columns=["id", "statistic", "rule"])
 
 
 UNFINISHED = ("failed", "retried", "pruned", "running")  # waiting trials are only counted
 
 
-CLAIMS_TEX_COLUMNS = ("id", "claim", "estimate [95% CI]", "data", "verdict", "holds", "why")
-CLAIMS_RULES_COLUMNS = ("id", "statistic", "rule")
 _RAGGED = ">{\\raggedright\\arraybackslash}p{%s}"
 # Sized for a two-column paper's full width (table*, 17 cm text) in \\small type. Ids are ragged:
 # a quantiser's or bnn reading's row is named after it ("C5 (conv_norm = chw)"); verdict and why

@@ -8,16 +8,13 @@ import pytest
 from suite.report.claims import (
     CONTRADICTED,
     INCONCLUSIVE,
+    NOT_TESTED,
     OPPOSITE,
     RULES,
     SPECS,
     SUPPORTED,
     VERDICTS,
-    claim_2232,
-    claim_augment,
-    claim_bnn,
-    claim_epochs,
-    claim_zero,
+    check_claim,
     evaluate_claims,
     interval_verdict,
     interval_verdicts,
@@ -50,7 +47,7 @@ def _accs(mean, n, sd=0.003):
 def test_2232_close_to_fp32_is_supported():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 5))]
     runs += [_run("2.32", s, a) for s, a in enumerate(_accs(0.797, 5))]
-    res = claim_2232(_data(runs))
+    res = check_claim("C1", _data(runs))
     assert res.verdict == SUPPORTED, res
     assert -2 < res.ci_low < res.estimate < res.ci_high < 2
     assert (res.strata, res.n_a, res.n_b) == (1, 5, 5)
@@ -59,7 +56,7 @@ def test_2232_close_to_fp32_is_supported():
 def test_2232_far_below_fp32_is_contradicted():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 4))]
     runs += [_run("2.32", s, a) for s, a in enumerate(_accs(0.72, 4))]
-    res = claim_2232(_data(runs))
+    res = check_claim("C1", _data(runs))
     assert res.verdict == CONTRADICTED
     assert res.ci_high < -2
     assert "outside ±2" in res.reason
@@ -68,7 +65,7 @@ def test_2232_far_below_fp32_is_contradicted():
 def test_noisy_gap_straddling_the_margin_is_inconclusive():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 3, sd=0.03))]
     runs += [_run("2.32", s, a) for s, a in enumerate(_accs(0.79, 3, sd=0.03))]
-    res = claim_2232(_data(runs))
+    res = check_claim("C1", _data(runs))
     assert res.verdict == INCONCLUSIVE
     assert "crosses" in res.reason
 
@@ -76,7 +73,7 @@ def test_noisy_gap_straddling_the_margin_is_inconclusive():
 def test_one_seed_per_side_is_inconclusive_and_says_why():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 3))]
     runs += [_run("2.32", 0, 0.80)]
-    res = claim_2232(_data(runs))
+    res = check_claim("C1", _data(runs))
     assert res.verdict == INCONCLUSIVE
     assert res.reason == "fewer than 2 runs per side in every matched setting (best: 1 vs 3)"
     assert np.isnan(res.estimate)
@@ -86,22 +83,22 @@ def test_unmatched_settings_are_not_compared():
     # fp32 only at width 64, 2.32 only at width 32: no like-for-like comparison exists.
     runs = [_run("fp32", s, a, width=64) for s, a in enumerate(_accs(0.80, 3))]
     runs += [_run("2.32", s, a, width=32) for s, a in enumerate(_accs(0.80, 3))]
-    res = claim_2232(_data(runs))
+    res = check_claim("C1", _data(runs))
     assert res.verdict == INCONCLUSIVE
     assert res.reason == "no setting holds both groups of runs"
 
 
 def test_missing_groups_are_named():
     runs = [_run("2.32", s, a) for s, a in enumerate(_accs(0.80, 3))]
-    assert claim_2232(_data(runs)).reason == "no fp32 runs"
+    assert check_claim("C1", _data(runs)).reason == "no fp32 runs"
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 3))]
-    assert claim_bnn(_data(runs)).reason == "no bnn runs"
+    assert check_claim("C5", _data(runs)).reason == "no bnn runs"
 
 
 def test_bnn_claim_uses_bnn_runs():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.70, 4))]
     runs += [_run("bnn", s, a) for s, a in enumerate(_accs(0.637, 4))]
-    res = claim_bnn(_data(runs))
+    res = check_claim("C5", _data(runs))
     assert res.verdict == CONTRADICTED
     assert res.estimate == pytest.approx(-6.3, abs=1.0)
 
@@ -112,20 +109,20 @@ def test_augmentation_claim():
         runs += [_run(p, s, 0.7, augment="none", drop=d) for s, d in enumerate(_accs(0.01, 3))]
         runs += [_run(p, s, 0.7, augment="standard", drop=d)
                  for s, d in enumerate(_accs(0.08, 3))]
-    assert claim_augment(_data(runs)).verdict == SUPPORTED
+    assert check_claim("C3", _data(runs)).verdict == SUPPORTED
     flat = [dict(r, result=dict(r["result"], max_val_acc_drop=0.01 + RNG.normal(0, 1e-3)))
             for r in runs]
-    res = claim_augment(_data(flat))
+    res = check_claim("C3", _data(flat))
     assert res.verdict == CONTRADICTED and "no meaningful effect" in res.reason
     only_none = [r for r in runs if r["result"]["augment"] == "none"]
-    res = claim_augment(_data(only_none))
-    assert res.verdict == INCONCLUSIVE and "no augmentation variation" in res.reason
+    res = check_claim("C3", _data(only_none))
+    assert res.verdict == NOT_TESTED and "no augmentation variation" in res.reason
 
 
 def test_augmentation_claim_ignores_high_resolution():
     runs = [_run("4", s, 0.7, augment=a, drop=0.01 if a == "none" else 0.2)
             for s in range(3) for a in ("none", "standard")]
-    assert "no level-grid runs" in claim_augment(_data(runs)).reason
+    assert "no level-grid runs" in check_claim("C3", _data(runs)).reason
 
 
 def test_zero_claim_and_diverged_runs_count_as_unstable():
@@ -134,13 +131,13 @@ def test_zero_claim_and_diverged_runs_count_as_unstable():
         # diverged zero-free runs with a small recorded drop still count as losing their accuracy
         runs.append(_run("2", s, 0.7, drop=0.0, diverged=True))
         runs.append(_run("2.32", s, 0.7, drop=0.01 + RNG.normal(0, 1e-3)))
-    res = claim_zero(_data(runs))
+    res = check_claim("C4", _data(runs))
     assert res.verdict == SUPPORTED
     assert res.estimate > 10
     swapped = [dict(r, result=dict(r["result"], precision={"2": "2.32", "2.32": "2"}[
         r["result"]["precision"]])) for r in runs]
     # zero-included runs diverging: the effect runs the other way, beyond the margin
-    res = claim_zero(_data(swapped))
+    res = check_claim("C4", _data(swapped))
     assert res.verdict == OPPOSITE and "the opposite effect" in res.reason
 
 
@@ -154,7 +151,7 @@ def test_one_diverged_run_in_four_is_not_enough():
     runs.append(_run("2", 3, 0.7, drop=0.0, diverged=True))
     runs.append(_run("2.32", 3, 0.7, drop=0.01))
     data = _data(runs)
-    res = claim_zero(data)
+    res = check_claim("C4", data)
     assert res.verdict == INCONCLUSIVE and "includes 0" in res.reason
     a = np.array([2.0, 2.0, 2.0, 70.0])
     b = np.full(4, 1.0)
@@ -167,7 +164,7 @@ def test_two_seeds_get_an_honest_interval():
     of freedom is several times wider, and the verdict must not claim equivalence."""
     runs = [_run("fp32", s, a) for s, a in enumerate((0.80, 0.83))]
     runs += [_run("2.32", s, a) for s, a in enumerate((0.80, 0.82))]
-    res = claim_2232(_data(runs))
+    res = check_claim("C1", _data(runs))
     boot = stratified_bootstrap([(np.array([80.0, 82.0]), np.array([80.0, 83.0]))])
     _, lo, hi = stratified_welch([(np.array([80.0, 82.0]), np.array([80.0, 83.0]))])
     assert hi - lo > 3 * (boot[2] - boot[1])
@@ -180,15 +177,15 @@ def test_stability_claims_need_enough_epochs():
     for s in range(3):
         runs.append(_run("2", s, 0.7, drop=0.2, epochs=2))
         runs.append(_run("2.32", s, 0.7, drop=0.01, epochs=2))
-    res = claim_zero(_data(runs))
-    assert res.verdict == INCONCLUSIVE and "fewer than 3 epochs" in res.reason
+    res = check_claim("C4", _data(runs))
+    assert res.verdict == NOT_TESTED and "fewer than 3 epochs" in res.reason
 
 
 def test_diverged_runs_left_out_of_accuracy_claims_are_named():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 3))]
     runs += [_run("2.32", s, a) for s, a in enumerate(_accs(0.80, 3))]
     runs.append(_run("2.32", 9, float("nan"), diverged=True))
-    res = claim_2232(_data(runs))
+    res = check_claim("C1", _data(runs))
     assert res.verdict == SUPPORTED
     assert res.reason.endswith("runs without accuracy (diverged) left out: 1 2.32")
 
@@ -204,12 +201,12 @@ def test_epochs_claim_small_models_slower():
         for width, reach in ((16, 8), (64, 3)):
             runs.append(_run("fp32", s, 0.8, width=width, curves=_curve(3)))
             runs.append(_run("2", s, 0.8, width=width, curves=_curve(reach)))
-    res = claim_epochs(_data(runs))
+    res = check_claim("C2", _data(runs))
     assert res.verdict == SUPPORTED, res
     assert res.estimate == pytest.approx(5.0, abs=0.5)
     same = [r for r in runs if r["result"]["width"] == 64]
-    res = claim_epochs(_data(same))
-    assert res.verdict == INCONCLUSIVE and "no width variation" in res.reason
+    res = check_claim("C2", _data(same))
+    assert res.verdict == NOT_TESTED and "no width variation" in res.reason
 
 
 def test_epochs_claim_no_difference_is_contradicted():
@@ -218,7 +215,7 @@ def test_epochs_claim_no_difference_is_contradicted():
         for width in (16, 64):
             runs.append(_run("fp32", s, 0.8, width=width, curves=_curve(3)))
             runs.append(_run("2", s, 0.8, width=width, curves=_curve(5)))
-    res = claim_epochs(_data(runs))
+    res = check_claim("C2", _data(runs))
     assert res.verdict == CONTRADICTED and "no meaningful effect" in res.reason
 
 
@@ -236,7 +233,7 @@ def test_evaluate_claims_returns_every_claim_in_order():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.8, 2))]
     results = evaluate_claims(_data(runs))
     assert [r.id for r in results] == ["C1", "C2", "C3", "C3-lr", "C4", "C4-lr", "C5"]
-    assert all(r.verdict == INCONCLUSIVE and r.reason for r in results)
+    assert all(r.verdict == NOT_TESTED and r.reason for r in results)
 
 
 def test_accuracy_claims_use_each_models_longest_budget():
@@ -248,7 +245,7 @@ def test_accuracy_claims_use_each_models_longest_budget():
         runs += [_run("2.32", s, a, epochs=epochs) for s, a in enumerate(_accs(0.80 - gap, 3))]
     for r in runs:
         r["run_id"] += f"-e{r['result']['epochs']}"
-    res = claim_2232(_data(runs))
+    res = check_claim("C1", _data(runs))
     assert res.verdict == SUPPORTED, res
     assert (res.strata, res.n_a, res.n_b) == (1, 3, 3)
 
@@ -258,7 +255,7 @@ def test_zero_claim_needs_instability_to_restore():
     for s in range(3):
         runs.append(_run("2", s, 0.7, drop=0.0))
         runs.append(_run("2.32", s, 0.7, drop=0.0))
-    res = claim_zero(_data(runs))
+    res = check_claim("C4", _data(runs))
     assert res.verdict == INCONCLUSIVE and "nothing for zero to restore" in res.reason
     assert res.strata == 1 and res.estimate == 0
 
@@ -319,7 +316,7 @@ def test_claim_rows_are_decided_by_the_interval_rule():
     for gap, sd in ((0.0, 0.003), (0.015, 0.003), (0.05, 0.003), (0.01, 0.03), (-0.05, 0.003)):
         runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.80, 3, sd))]
         runs += [_run("2.32", s, a) for s, a in enumerate(_accs(0.80 - gap, 3, sd))]
-        res = claim_2232(_data(runs))
+        res = check_claim("C1", _data(runs))
         test = SPECS["C1"].test
         assert res.verdict == interval_verdict(test.kind, res.ci_low, res.ci_high, test.margin)
         seen.add(res.verdict)

@@ -16,11 +16,10 @@ from suite.report.claims import (
     CONTRADICTED,
     INCONCLUSIVE,
     LR_MARGIN,
+    NOT_TESTED,
     SPECS,
     SUPPORTED,
-    claim_augment,
-    claim_augment_lr,
-    claim_zero_lr,
+    check_claim,
     evaluate_claims,
     rules_markdown,
 )
@@ -140,9 +139,9 @@ def test_one_lr_is_no_sweep():
     assert not has_lr_variation(data)
     assert setting_frontier(data).empty and seed_frontier(data).empty
     assert run_max_stable_lr(data).empty
-    for claim in (claim_augment_lr, claim_zero_lr):
-        res = claim(data)
-        assert res.verdict == INCONCLUSIVE and res.reason == NO_LR_VARIATION
+    for cid in ("C3-lr", "C4-lr"):
+        res = check_claim(cid, data)
+        assert res.verdict == NOT_TESTED and res.reason == NO_LR_VARIATION
         assert NO_LR_VARIATION == ("no learning-rate variation (needs at least 2 lr values per "
                                    "setting)")
     with pytest.raises(Unavailable, match="fewer than 2 learning rates"):
@@ -157,7 +156,7 @@ def test_lr_stays_a_setting_axis_of_the_other_claims():
     data = _data(lr_stress_records(_by_precision({"1": 10, "2": 30}),
                                    precisions=("fp32", "1", "2"), augments=("none", "standard")))
     assert "lr" in data.axes and "lr" not in stress_axes(data)
-    assert claim_augment(data).strata == 2 * 4  # 2 low resolutions x 4 learning rates
+    assert check_claim("C3", data).strata == 2 * 4  # 2 low resolutions x 4 learning rates
 
 
 # --- the claims ---------------------------------------------------------------------------------
@@ -182,7 +181,7 @@ def _zero_study(zero_later: bool, *, zero_free_breaks: bool = True):
 
 
 def test_zero_grids_diverging_one_step_later_support_c4_lr():
-    res = claim_zero_lr(_zero_study(zero_later=True))
+    res = check_claim("C4-lr", _zero_study(zero_later=True))
     assert res.verdict == SUPPORTED, res
     assert res.strata == 6 and (res.n_a, res.n_b) == (24, 24)  # 2 models x k = 1..3
     # zero: 3 seeds at 3x and one at 10x; zero-free: 3 at 1x, one at 3x (in log2 units)
@@ -191,14 +190,14 @@ def test_zero_grids_diverging_one_step_later_support_c4_lr():
 
 
 def test_zero_grids_diverging_at_the_same_lr_contradict_c4_lr():
-    res = claim_zero_lr(_zero_study(zero_later=False))
+    res = check_claim("C4-lr", _zero_study(zero_later=False))
     assert res.verdict == CONTRADICTED, res
     assert res.estimate == pytest.approx(0.0)
     assert -LR_MARGIN <= res.ci_low <= res.ci_high <= LR_MARGIN
 
 
 def test_c4_lr_is_inconclusive_when_zero_free_grids_never_broke():
-    res = claim_zero_lr(_zero_study(zero_later=False, zero_free_breaks=False))
+    res = check_claim("C4-lr", _zero_study(zero_later=False, zero_free_breaks=False))
     assert res.verdict == INCONCLUSIVE and res.holds == 1.0
     assert res.reason.startswith(SPECS["C4-lr"].test.censored)
     assert SPECS["C4-lr"].test.censored in SPECS["C4-lr"].rule
@@ -221,7 +220,7 @@ def _augment_study(fp32_lowered: bool):
 
 
 def test_augmentation_lowering_only_low_resolution_supports_c3_lr():
-    res = claim_augment_lr(_augment_study(fp32_lowered=False))
+    res = check_claim("C3-lr", _augment_study(fp32_lowered=False))
     assert res.verdict == SUPPORTED, res
     assert res.strata == 6  # 2 models x 3 low resolutions, each against its model's fp32
     # none minus standard: seeds 0-2 lose a factor of 3 (3x -> 1x), seed 3 one of 10/3
@@ -229,17 +228,17 @@ def test_augmentation_lowering_only_low_resolution_supports_c3_lr():
 
 
 def test_augmentation_lowering_fp32_as_much_contradicts_c3_lr():
-    res = claim_augment_lr(_augment_study(fp32_lowered=True))
+    res = check_claim("C3-lr", _augment_study(fp32_lowered=True))
     assert res.verdict == CONTRADICTED, res
     assert res.estimate == pytest.approx(0.0)
 
 
 def test_c3_lr_needs_augmentation_variation_and_low_resolution():
     data = _data(lr_stress_records(_by_precision({"2": 10}), precisions=("fp32", "2")))
-    assert "no augmentation variation" in claim_augment_lr(data).reason
+    assert "no augmentation variation" in check_claim("C3-lr", data).reason
     data = _data(lr_stress_records(_by_precision({"4": 10}), precisions=("fp32", "4"),
                                    augments=("none", "standard")))
-    assert "no level-grid runs at ≤ 2.5 bits" in claim_augment_lr(data).reason
+    assert "no level-grid runs at ≤ 2.5 bits" in check_claim("C3-lr", data).reason
 
 
 def test_the_rules_text_describes_the_lr_claims():
