@@ -35,7 +35,7 @@ class _EpochSums:
     tokens, for the perplexity. The accuracy is torchmetrics' ``MulticlassAccuracy("micro")``,
     correct predictions over targets, with the hits counted once at the epoch's end."""
 
-    __slots__ = ("loss", "examples", "token_loss", "targets", "_hits", "_across")
+    __slots__ = ("loss", "examples", "token_loss", "targets", "predicted", "_hits", "_across")
 
     def __init__(self, device: torch.device) -> None:
         self.loss = torch.zeros((), device=device)
@@ -43,14 +43,20 @@ class _EpochSums:
         self.examples = 0
         self.targets = 0
         self._hits: list[torch.Tensor] = []
+        # per class, how often it was predicted (the test pass only: a run that predicts one
+        # class for every input has collapsed, whatever its accuracy)
+        self.predicted: torch.Tensor | None = None
         self._across: _EpochSums | None = None  # the sums over every rank, until the next add
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, examples: int,
-            tokens: bool) -> None:
+            tokens: bool, count_classes: bool = False) -> None:
         self.loss += loss * examples
         self.examples += examples
         if tokens:
             self.token_loss += loss * target.numel()
+        if count_classes:
+            counts = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1])
+            self.predicted = counts if self.predicted is None else self.predicted + counts
         self._hits.append(logits.argmax(dim=1) == target)
         self.targets += target.numel()
         self._across = None
@@ -76,6 +82,12 @@ class _EpochSums:
 
     def accuracy(self) -> torch.Tensor:
         return torch.cat(self._hits).sum().float() / self.targets
+
+    def top_class_share(self) -> float | None:
+        """The share of targets predicted as the most often predicted class (None: not counted)."""
+        if self.predicted is None or not self.targets:
+            return None
+        return float(self.predicted.max()) / self.targets
 
 
 class BitsweepModule(L.LightningModule):
@@ -137,7 +149,8 @@ class BitsweepModule(L.LightningModule):
         sums = self._sums.get(stage)
         if sums is None:
             sums = self._sums[stage] = _EpochSums(loss.device)
-        sums.add(loss.detach(), logits.detach(), target, len(x), self.PERPLEXITY)
+        sums.add(loss.detach(), logits.detach(), target, len(x), self.PERPLEXITY,
+                 count_classes=stage == "test")
         return loss
 
     def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
@@ -157,6 +170,11 @@ class BitsweepModule(L.LightningModule):
             ppl = math.exp(min(mean, 50.0)) if math.isfinite(mean) else math.inf
             out[f"{stage}_ppl"] = torch.tensor(ppl, dtype=torch.float32, device=sums.loss.device)
         return out
+
+    def top_class_share(self, stage: str = "test") -> float | None:
+        """RunResult.top_class_share of the last ``stage`` pass (counted in the test pass)."""
+        sums = self._sums.get(stage)
+        return None if sums is None else sums.top_class_share()
 
     def _world_size(self) -> int:
         return self._trainer.world_size if self._trainer is not None else 1

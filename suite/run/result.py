@@ -105,6 +105,9 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     # kept in the report as extra columns, as they come
     _f("train_acc", float, "last epoch's training accuracy"),
     _f("test_loss", float, "test loss; null when diverged"),
+    _f("top_class_share", float, "share of the test inputs (tokens for LMs) given the class the "
+       "model predicts most often; at or near 1 it predicts one class for everything "
+       "(collapsed, whatever its accuracy); null when diverged"),
     _f("epochs_run", int, "epochs that ran (fewer than epochs when diverged)"),
     _f("flip_rate_mean", float, "mean flip rate over epochs"),
     _f("grad_norm_max", float, "largest per-epoch gradient norm"),
