@@ -57,6 +57,11 @@ def _parse_value(field: str, kind: str, text: str) -> Any:
         raise ConfigError(f"{field}={text!r}: must be true or false")
     if base.startswith("tuple"):
         return tuple(t for t in text.split(",") if t)
+    if base.startswith("dict"):  # a YAML (or JSON) mapping: --model-args '{n_layer: 2}'
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{field}={text!r}: not a YAML/JSON mapping ({err})") from None
     return text
 
 

@@ -25,7 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.pack.format import PackError, PackStats, packed_to_model, read_packed, save_packed
+from suite.pack.format import (
+    PackError,
+    PackStats,
+    layer_rows,
+    packed_to_model,
+    read_packed,
+    save_packed,
+)
 
 PACKED_NAME = "model.bsw"
 RUN_FILES = ("model.json", "model.safetensors")  # what pack needs; config.json rides along if there
@@ -102,7 +109,7 @@ def pack_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
         raise PackError(f"--out {path} would overwrite the run's own {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     stats = save_packed(model, path, meta)
-    read_packed(path)  # read back: checksums, header and every index stream decode
+    written = read_packed(path)  # read back: checksums, header and every index stream decode
     fp32_file = (run / "model.safetensors").stat().st_size
     res = spec.get("qconfig", {}).get("resolution")
     return {
@@ -113,6 +120,7 @@ def pack_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
         **_stats_row(stats),
         "fp32_file_bytes": fp32_file,
         "compression_vs_fp32_file": fp32_file / stats.file_bytes,
+        "layers": layer_rows(model, written.entries),  # name, type, params, resolution, bits, bytes
     }
 
 

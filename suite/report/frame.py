@@ -65,6 +65,9 @@ import numpy as np
 import pandas as pd
 
 from suite.quant.resolution import Resolution, parse_resolution
+from suite.run.files import CONFIG_NAME, CURVES_NAME, RESULT_NAME
+from suite.run.files import CURVE_COLUMNS as RUN_CURVE_COLUMNS
+from suite.run.files import CURVE_RENAMED as RUN_CURVE_RENAMED
 from suite.run.result import RESULT_FIELDS
 from suite.sweep.slots import slot_identity
 
@@ -164,10 +167,9 @@ CURVE_GROUP_COLUMNS: tuple[str, ...] = (
     "trial", "status", "task", "dataset", "model", "precision", "bits", "levels", "zero", "grid",
     "augment", "epochs", "seed", "lr", "width", "scale_rule", "params",
 )
-CURVE_METRICS: tuple[str, ...] = (
-    "train_loss", "train_acc", "val_loss", "val_acc", "val_ppl", "grad_norm", "flip_rate",
-    "oscillation", "lr_epoch",
-)
+# a run's curves.csv columns (suite/run/files.py), as this frame names them
+CURVE_METRICS: tuple[str, ...] = tuple(RUN_CURVE_RENAMED.get(c, c) for c in RUN_CURVE_COLUMNS
+                                       if c != "epoch")
 CURVE_COLUMNS: tuple[str, ...] = ("run_id", *CURVE_GROUP_COLUMNS, "epoch", *CURVE_METRICS)
 
 # Config fields that are sweep axes by construction; other config fields join the grouping only
@@ -353,8 +355,7 @@ def _tidy_curves(frames: list[pd.DataFrame], results: pd.DataFrame) -> pd.DataFr
         curves = pd.concat(frames, ignore_index=True)
     else:
         curves = pd.DataFrame(columns=["run_id", "epoch"])
-    if "lr" in curves:
-        curves = curves.rename(columns={"lr": "lr_epoch"})
+    curves = curves.rename(columns=RUN_CURVE_RENAMED)
     for col in ("epoch", *CURVE_METRICS):
         if col not in curves:
             curves[col] = np.nan
@@ -461,19 +462,19 @@ def load_run_dirs(paths: Iterable[str | Path]) -> StudyFrames:
     roots = [Path(p) for p in paths]
     dirs: list[Path] = []
     for root in roots:
-        if (root / "result.json").is_file():
+        if (root / RESULT_NAME).is_file():
             dirs.append(root)
         else:
-            dirs.extend(sorted(p.parent for p in root.rglob("result.json")))
+            dirs.extend(sorted(p.parent for p in root.rglob(RESULT_NAME)))
     dirs = list(dict.fromkeys(dirs))
     names = [d.name for d in dirs]
     if len(set(names)) < len(names):  # same run name under two sweeps: keep the parent too
         names = [f"{d.parent.name}/{d.name}" for d in dirs]
     for d, run_id in zip(dirs, names, strict=True):
-        result = json.loads((d / "result.json").read_text())
-        config_path = d / "config.json"
+        result = json.loads((d / RESULT_NAME).read_text())
+        config_path = d / CONFIG_NAME
         config = json.loads(config_path.read_text()) if config_path.is_file() else None
-        curves_path = d / "curves.csv"
+        curves_path = d / CURVES_NAME
         curves = pd.read_csv(curves_path) if curves_path.is_file() else None
         records.append(
             {"run_id": run_id, "state": "COMPLETE", "result": result, "curves": curves,

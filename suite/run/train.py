@@ -31,11 +31,22 @@ from typing import Any
 import torch
 import torch.utils.deterministic as determinism
 
-from suite.data import DataSplits, DeviceLoader, load_dataset, make_augment
+from suite.data import DataSplits, DeviceLoader, load_dataset, load_request, make_augment
 from suite.data.placement import Placement, choose_placement
 from suite.models import model_from_spec, model_spec
+from suite.models.names import is_user_model, model_task
+from suite.models.user import UserModelError, check_outputs, user_spec
 from suite.quant import QuantConfig, param_summary
 from suite.run.config import ConfigError, RunConfig
+from suite.run.devices import resolve_device
+from suite.run.files import (
+    CONFIG_NAME,
+    CURVES_NAME,
+    PACKED_NAME,
+    SPEC_NAME,
+    WANDB_RUN_NAME,
+    WEIGHTS_NAME,
+)
 from suite.run.layout import use_channels_last
 from suite.run.ranks import (
     RANK_VAR,
@@ -48,34 +59,20 @@ from suite.run.ranks import (
 from suite.run.result import provenance, run_result, write_result
 from suite.run.stability import stability
 
-_DATA_CACHE: OrderedDict[tuple, DataSplits] = OrderedDict()
+_DATA_CACHE: OrderedDict[str, DataSplits] = OrderedDict()
 _DATA_CACHE_SIZE = 4  # a long-lived worker reuses loaded datasets across trials
 
 
 def dataset_for(config: RunConfig) -> DataSplits:
     """The run's data splits, loaded once per worker for every run that asks the same of them."""
-    key = (config.dataset, config.subset, config.seed if config.subset else 0,
-           config.block_size, config.data_dir, config.image_size, config.tokenizer,
-           config.vocab_size)
+    request = load_request(config)
+    key = json.dumps(request, sort_keys=True)
     if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = load_dataset(config.dataset, data_dir=config.data_dir,
-                                        subset=config.subset, seed=key[2],
-                                        block_size=config.block_size, image_size=config.image_size,
-                                        tokenizer=config.tokenizer, vocab_size=config.vocab_size)
+        _DATA_CACHE[key] = load_dataset(**request)
         while len(_DATA_CACHE) > _DATA_CACHE_SIZE:
             _DATA_CACHE.popitem(last=False)
     _DATA_CACHE.move_to_end(key)
     return _DATA_CACHE[key]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def quant_config(config: RunConfig) -> QuantConfig:
@@ -85,6 +82,15 @@ def quant_config(config: RunConfig) -> QuantConfig:
 
 
 def spec_for(config: RunConfig, data: DataSplits) -> dict[str, Any]:
+    if is_user_model(config.model):
+        from suite.models.registry import qconfig_to_dict
+
+        layers = getattr(config, "layers", None)  # RunConfig.layers, keep_fp32: quantize_'s rules
+        return user_spec(config.model, qconfig=qconfig_to_dict(quant_config(config)),
+                         input_shape=data.input_shape, num_classes=data.num_classes,
+                         width=config.width, model_args=config.model_args, task=data.task,
+                         layers=list(layers) if layers else None,
+                         keep_fp32=getattr(config, "keep_fp32", "none"))
     return model_spec(config.model, qconfig=quant_config(config), input_shape=data.input_shape,
                       num_classes=data.num_classes, width=config.width, depth=config.depth,
                       norm=config.norm)
@@ -95,7 +101,7 @@ def show_progress() -> bool:
 
 
 def _write_curves(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    from suite.run.callbacks import CURVE_COLUMNS
+    from suite.run.files import CURVE_COLUMNS
 
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
@@ -160,7 +166,8 @@ def _prepare(config: RunConfig) -> _Prepared:
     try:
         data = dataset_for(config)
     except (ValueError, OSError) as err:  # DatasetError is a ValueError
-        raise ConfigError(f"dataset={config.dataset!r}: {err}") from None
+        raise ConfigError(f"dataset={config.dataset!r}{_args(config, 'dataset')}: {err}") from None
+    _check_task(config, data)
     from suite.models.registry import ModelTooLarge, available_memory, check_fits
 
     free = available_memory(device)  # before the model or the data take any of it
@@ -175,7 +182,12 @@ def _prepare(config: RunConfig) -> _Prepared:
     L.seed_everything(config.seed, workers=False, verbose=False)
     check_shares(config, len(data.train_x))
     loaders = _loaders(config, data, device, placement, shard)
-    module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
+    try:
+        module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
+        if spec.get("kind") == "user":
+            check_outputs(module.model, _sample(data), data.task, data.num_classes)
+    except UserModelError as err:  # the user's factory, import string or forward pass
+        raise ConfigError(f"model={config.model!r}{_args(config, 'model')}: {err}") from None
     channels_last = _set_layout(config, module.model, data, device, loaders)
     summary = param_summary(module.model)
     res = config.resolution
@@ -185,6 +197,36 @@ def _prepare(config: RunConfig) -> _Prepared:
     resolved = {"data_placement": placement.mode,
                 "memory_format": "channels_last" if channels_last else "contiguous"}
     return _Prepared(device, data, spec, module, loaders, facts, summary, resolved, shard)
+
+
+def _args(config: RunConfig, source: str) -> str:
+    args = getattr(config, f"{source}_args")
+    return f" ({source}_args={args!r})" if args else ""
+
+
+def _check_task(config: RunConfig, data: DataSplits) -> None:
+    """What RunConfig could not check before a user loader said what its data is."""
+    wanted = model_task(config.model)
+    if wanted is not None and wanted != data.task:
+        kind = "a text corpus" if wanted == "text" else "an image dataset"
+        raise ConfigError(f"dataset={config.dataset!r}: model {config.model!r} needs {kind}, but "
+                          f"the loader gave {data.task} data")
+    if data.task == "text" and config.augment != "none":
+        raise ConfigError(f"augment={config.augment!r}: dataset {config.dataset!r} is text, which "
+                          "takes no augmentation; use none")
+    if data.task == "text" and config.memory_format == "channels_last":
+        raise ConfigError(f"memory_format='channels_last': dataset {config.dataset!r} is text; "
+                          "use auto or contiguous")
+
+
+def _sample(data: DataSplits) -> torch.Tensor:
+    """Two validation examples as the model sees them (uint8 images normalised)."""
+    x = data.val_x[:2]
+    if data.pixel_norm is not None:
+        from suite.data.images import normalise_batch, pixel_stats
+
+        x = normalise_batch(x, pixel_stats(*data.pixel_norm))
+    return x
 
 
 def _loaders(config: RunConfig, data: DataSplits, device: torch.device, placement: Placement,
@@ -300,7 +342,7 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
     from suite.run.tracking import finish, run_dir, start_run
 
     if config.devices > 1 and RANK_VAR not in os.environ:
-        return launch(config, out_dir, callbacks=callbacks, wandb_dir=wandb_dir, run_name=run_name,
+        return launch(train, config, out_dir, callbacks=callbacks, wandb_dir=wandb_dir, run_name=run_name,
                        progress=progress)
     with _run_scope():
         prep = _prepare(config)
@@ -341,11 +383,11 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
                 where = run_dir(run)
                 if recorder.rows:
                     with suppress(OSError):
-                        _write_curves(recorder.rows, out / "curves.csv")
+                        _write_curves(recorder.rows, out / CURVES_NAME)
                 with suppress(Exception):  # never mask the error that stopped the run
                     finish(run, summary, exit_code=exit_code)
             if where:
-                (out / "wandb_run.txt").write_text(where + "\n")
+                (out / WANDB_RUN_NAME).write_text(where + "\n")
 
 
 def _make_run_dir(config: RunConfig, prep: _Prepared, out: Path) -> Path:
@@ -355,8 +397,8 @@ def _make_run_dir(config: RunConfig, prep: _Prepared, out: Path) -> Path:
         raise ConfigError(f"out={str(out)!r}: cannot create the run directory ({err})") from None
     for stale in ("result.json", "curves.csv"):  # must not outlive a failed rerun
         (out / stale).unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_file_dict(), indent=1))
-    (out / "model.json").write_text(json.dumps(prep.spec, indent=1))
+    (out / CONFIG_NAME).write_text(json.dumps(config.to_file_dict(), indent=1))
+    (out / SPEC_NAME).write_text(json.dumps(prep.spec, indent=1))
     return out
 
 
@@ -412,7 +454,7 @@ def _finish(config: RunConfig, prep: _Prepared, rows: Sequence[dict[str, Any]], 
     measured = _measure(config, prep, rows, fit_seconds)
     measured["wandb_run_id"] = getattr(run, "id", None)
     measured["wandb_group"] = config.group()
-    _write_curves(rows, out / "curves.csv")
+    _write_curves(rows, out / CURVES_NAME)
     measured.update(_write_artifacts(prep.module, prep.spec, config, out))
     record = run_result(config.to_dict(), measured, text=prep.data.task == "text")
     write_result(record, out / "result.json")
@@ -459,10 +501,10 @@ def _write_artifacts(module: Any, spec: dict[str, Any], config: RunConfig,
 
     module.model.cpu().to(memory_format=torch.contiguous_format)  # packing reads plain tensors
     state = {k: v.contiguous() for k, v in module.model.state_dict().items()}
-    save_weights(state, out / "model.safetensors")
+    save_weights(state, out / WEIGHTS_NAME)
     packed = _pack(module.model, {"model_spec": spec, "config": config.to_file_dict()},
-                   out / "model.bsw")
-    packed["packed_ratio"] = packed["packed_bytes"] / (out / "model.safetensors").stat().st_size
+                   out / PACKED_NAME)
+    packed["packed_ratio"] = packed["packed_bytes"] / (out / WEIGHTS_NAME).stat().st_size
     return packed
 
 
@@ -471,6 +513,6 @@ def load_trained(run_dir: str | Path) -> torch.nn.Module:
     from safetensors.torch import load_file
 
     run = Path(run_dir)
-    model = model_from_spec(json.loads((run / "model.json").read_text()))
-    model.load_state_dict(load_file(str(run / "model.safetensors")))
+    model = model_from_spec(json.loads((run / SPEC_NAME).read_text()))
+    model.load_state_dict(load_file(str(run / WEIGHTS_NAME)))
     return model.eval()
