@@ -37,6 +37,12 @@ The header JSON object holds ``format`` (``"bitsweep-packed"``), ``payload_bytes
 ``raw``     any other dtype (an int64 counter, a float16 buffer): as ``fp32``, ``dtype`` names it.
 ``alias``   a tensor that is the same object as another entry (tied weights): ``target``.
 
+Each quantised tensor is packed at its own N, so a model whose layers have different resolutions
+is stored at each layer's real size. The per-layer table (``layer_rows``: name, type, params,
+resolution, bits, bytes) is read off these entries and the model; the header holds no copy of
+it (the facts are all in the entries already, and a 1-bit model's file stays 30x smaller than
+its fp32 one).
+
 Reading uses only ``json`` and ``numpy.frombuffer``; nothing is unpickled. A file that is
 truncated, has trailing bytes, a bad magic, an unknown version, a checksum mismatch or an
 inconsistent header is refused with :class:`PackError`, naming the file and the problem.
@@ -68,6 +74,7 @@ from suite.pack.codec import (
     unpack_indices,
 )
 from suite.quant.layers import QTensor, QuantMixin
+from suite.quant.resolution import Resolution
 
 MAGIC = b"BSWP"
 FORMAT_VERSION = 1
@@ -156,6 +163,50 @@ def _stats(entries: list[dict[str, Any]], qtensors: dict[str, QTensor],
         header_bytes=header_bytes,
         levels=levels,
     )
+
+
+def _entry_resolution(e: dict[str, Any]) -> str:
+    if e["kind"] != "packed":
+        return "fp32"
+    return "bnn" if e["grid"] == "bnn" else Resolution("levels", e["n"]).label
+
+
+def layer_rows(model: nn.Module, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The packed file's per-layer table, in module order: one row per module with tensors in
+    the file. ``params``: its parameters (a learned grid step is a scale, not counted);
+    ``resolution``: what its weight is stored at (``fp32`` for a module nothing quantises);
+    ``bytes``: payload bytes of all its tensors (index streams, grid steps, kept tensors and
+    buffers; a tied alias costs none); ``bits``: payload bits of its parameters and their steps
+    per parameter."""
+    modules = dict(model.named_modules())
+    params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    by_name = {e["name"]: e for e in entries}
+    rows: dict[str, dict[str, Any]] = {}
+    param_bytes: dict[str, int] = {}
+    for e in entries:
+        mod_name, _, leaf = e["name"].rpartition(".")
+        module = modules.get(mod_name)
+        if module is None:
+            continue
+        if mod_name not in rows:
+            weight = by_name.get(f"{mod_name}.weight" if mod_name else "weight")
+            if weight is not None and weight["kind"] == "alias":
+                weight = by_name[weight["target"]]
+            rows[mod_name] = {"name": mod_name, "type": type(module).__name__, "params": 0,
+                              "resolution": _entry_resolution(weight) if weight else "fp32",
+                              "bits": 0.0, "bytes": 0}
+            param_bytes[mod_name] = 0
+        if e["kind"] == "alias":
+            continue
+        size = e["length"] + (e["scale"]["length"] if e.get("scale") else 0)
+        rows[mod_name]["bytes"] += size
+        if e["name"] in params:
+            param_bytes[mod_name] += size
+            if not (leaf == "step" and isinstance(module, QuantMixin)):
+                rows[mod_name]["params"] += math.prod(e["shape"])
+    for name, row in rows.items():
+        row["bits"] = 8.0 * param_bytes[name] / row["params"] if row["params"] else 0.0
+    return list(rows.values())
 
 
 # --------------------------------------------------------------------------- writing

@@ -194,9 +194,9 @@ def _full_precision(model: nn.Module, plan: dict[str, tuple[Resolution, str]]
     quantized: dict[int, str] = {}
     for mod_name, module in model.named_modules():
         if isinstance(module, QuantMixin) and module.qconfig.resolution.quantized:
-            quantized[id(module.weight)] = f"{mod_name}.weight"
+            quantized.setdefault(id(module.weight), f"{mod_name}.weight")
             if module.bias is not None and module.qconfig.bias_quantized:
-                quantized[id(module.bias)] = f"{mod_name}.bias"
+                quantized.setdefault(id(module.bias), f"{mod_name}.bias")
     seen: set[int] = set()
     for mod_name, module in model.named_modules():
         prefix = f"{mod_name}." if mod_name else ""

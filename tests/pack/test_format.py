@@ -361,3 +361,61 @@ def test_inconsistent_header_is_refused(packed_file):
     forged = MAGIC + struct.pack("<HII", FORMAT_VERSION, len(hb), zlib.crc32(hb)) + hb
     forged += data[PREAMBLE_BYTES + header_len :]
     _refused(packed_file, forged, "malformed header", "emb.weight")
+
+
+# --------------------------------------------------------------------------- per-layer resolutions
+
+
+class _Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(40, 32)
+        self.mid = nn.Linear(32, 64)
+        self.norm = nn.LayerNorm(64)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, idx):
+        return self.head(self.norm(self.mid(self.emb(idx))))
+
+
+def test_per_layer_resolutions_pack_at_their_real_bits_and_unpack_exactly(tmp_path):
+    from suite.pack.format import layer_rows
+    from suite.quant import quantize_
+
+    torch.manual_seed(0)
+    model = _Mixed()
+    quantize_(model, "1", scale_rule="absmax", layers=["mid=2.32", "emb=4"], keep_fp32="last")
+    path = tmp_path / "mixed.bsw"
+    save_packed(model, path, {})
+    packed = read_packed(path)
+    kinds = {e["name"]: (e["kind"], e.get("n")) for e in packed.entries}
+    assert kinds["emb.weight"] == ("packed", 16)
+    assert kinds["mid.weight"] == ("packed", 5)
+    assert kinds["head.weight"] == ("fp32", None)
+    by_name = {e["name"]: e for e in packed.entries}
+    for name, n in (("emb.weight", 16), ("mid.weight", 5)):
+        numel = math.prod(by_name[name]["shape"])
+        bits = 8 * by_name[name]["length"] / numel
+        assert math.log2(n) <= bits <= 1.01 * math.log2(n) + 8 / numel
+    rows = {r["name"]: r for r in layer_rows(model, packed.entries)}
+    assert [rows[k]["resolution"] for k in ("emb", "mid", "norm", "head")] == \
+        ["4", "2.32", "fp32", "fp32"]
+    assert rows["head"]["type"] == "QuantLinear" and rows["norm"]["type"] == "LayerNorm"
+    assert rows["head"]["params"] == 650 and rows["head"]["bytes"] == 4 * 650
+    assert rows["emb"]["bytes"] == by_name["emb.weight"]["length"] + 4  # indices + one step
+    assert sum(r["bytes"] for r in rows.values()) == packed.header["payload_bytes"]
+    # every tensor comes back as the forward pass used it
+    state = packed.state_dict()
+    for name in ("emb", "mid"):
+        assert torch.equal(state[f"{name}.weight"], getattr(model, name).quantized_weight())
+    assert torch.equal(state["head.weight"], model.head.weight.detach())
+
+    def build(meta):
+        fresh = _Mixed()
+        quantize_(fresh, "1", scale_rule="absmax", layers=["mid=2.32", "emb=4"], keep_fp32="last")
+        return fresh
+
+    rebuilt = packed_to_model(packed, build)
+    idx = torch.randint(0, 40, (3, 5))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(idx), model.eval()(idx))
