@@ -11,14 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.run.config import (
-    RunConfig,
-    config_fields,
-    field_choices,
-    listed_choices,
-    listed_task,
-    model_families,
-)
+from suite.run.config import RunConfig, config_fields, field_choices
 
 CHOICE_FIELDS = ("augment", "conv_norm", "scale_rule", "optimizer", "schedule", "wandb_mode")
 
@@ -78,21 +71,30 @@ def test_flags_with_choices_list_them(flag_lines) -> None:
     assert "true or false" in flag_lines["per_channel"]
 
 
-def test_the_choices_read_from_source_are_the_ones_validated() -> None:
-    """--help reads the torch-importing modules' constants from their source: they must be
-    exactly what RunConfig validates against."""
+def test_the_torch_free_choices_are_the_ones_the_code_uses() -> None:
+    """--help and RunConfig read the choices from torch-free names modules; the modules that
+    build models, load data and quantise must know exactly those."""
+    import suite.models.registry as registry
     from suite.data import DATASETS
+    from suite.data.augment import AUGMENTATIONS
+    from suite.data.catalog import _LOADERS
+    from suite.data.placement import PLACEMENTS
     from suite.models import MODELS, model_task
+    from suite.quant.layers import CONV_NORM_AXES
+    from suite.quant.scale import scale_rules
+    from suite.run.layout import MEMORY_FORMATS
 
-    assert listed_choices("model") == MODELS
-    assert listed_choices("dataset") == DATASETS
-    for name in CHOICE_FIELDS:
-        assert listed_choices(name) == field_choices(name), name
+    assert field_choices("model") == MODELS == tuple(sorted(registry._REGISTRY))
+    assert field_choices("dataset") == DATASETS == tuple(sorted(_LOADERS))
     for model in MODELS:
-        assert listed_choices("norm", model) == field_choices("norm", model), model
-        assert listed_task(model) == model_task(model), model
-    assert listed_task("no-such-model") is None
-    assert sorted(p for presets, _ in model_families().values() for p in presets) == list(MODELS)
+        family = registry._family(model)
+        assert field_choices("norm", model) == ("auto", *family.norms), model
+        assert model_task(model) == family.task, model
+    assert field_choices("augment") == AUGMENTATIONS
+    assert field_choices("data_placement") == PLACEMENTS
+    assert field_choices("memory_format") == MEMORY_FORMATS
+    assert field_choices("conv_norm") == tuple(CONV_NORM_AXES)
+    assert field_choices("scale_rule") == scale_rules()
 
 
 def test_help_imports_no_torch() -> None:

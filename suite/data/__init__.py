@@ -16,9 +16,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    **dict.fromkeys(("AUGMENTATIONS", "make_augment"), "augment"),
-    **dict.fromkeys(("DATASETS", "EMBEDDED", "TEXT_DATASETS", "TOKENIZERS", "dataset_option_error",
-                     "dataset_task"), "names"),
+    "make_augment": "augment",
+    **dict.fromkeys(("AUGMENTATIONS", "DATASETS", "EMBEDDED", "TEXT_DATASETS", "TOKENIZERS",
+                     "dataset_names", "dataset_option_error", "dataset_task", "load_request",
+                     "register_dataset"), "names"),
     "load_dataset": "catalog",
     "DatasetError": "errors",
     "DeviceLoader": "loader",

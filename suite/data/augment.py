@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "standard", "strong")
-IMAGE_KINDS = ("digit", "natural")
+from suite.data.names import AUGMENTATIONS, IMAGE_KINDS  # the names, without torch
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 

@@ -20,6 +20,7 @@ import importlib.util
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from suite.data.fetch import ensure_files
 from suite.data.food101 import DEFAULT_IMAGE_SIZE, load_food101
 from suite.data.idx import read_idx
 from suite.data.images import SPLIT_SEED, build_image_splits
-from suite.data.names import DATASETS, dataset_option_error
+from suite.data.names import DATASETS, dataset_option_error, is_user_dataset
 from suite.data.paths import resolve_data_dir
 from suite.data.splits import DataSplits, stratified_holdout
 from suite.data.text import build_text_splits, contiguous_split, normalise_text, normalise_utf8
@@ -206,8 +207,11 @@ def load_dataset(
     image_size: int | None = None,
     tokenizer: str = "char",
     vocab_size: int | None = None,
+    dataset_args: dict[str, Any] | None = None,
 ) -> DataSplits:
-    """Load dataset `name` as CPU tensors split into train/val/test (see the module doc).
+    """Load dataset `name` as CPU tensors split into train/val/test (see the module doc): a
+    built-in one, or the user's (a registered name or an import string, called with
+    `dataset_args`; suite/data/user.py).
 
     data_dir: where downloads are cached and files are looked for; default $BITSWEEP_DATA_DIR,
     else ~/.cache/bitsweep/data. subset: n examples per class of train (images) or the first n
@@ -216,13 +220,22 @@ def load_dataset(
     image_size: side of the square images of food101 (None: 32; paper 1: 256). tokenizer: "char"
     or "wordpiece" for the text corpora. vocab_size: WordPiece vocabulary (None: 30,522).
     """
-    if name not in _LOADERS:
+    user = is_user_dataset(name)
+    if name not in _LOADERS and not user:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if subset is not None and subset < 1:
         raise DatasetError(f"subset={subset} must be a positive count or None")
     if why := dataset_option_error(name, image_size=image_size, tokenizer=tokenizer,
                                    vocab_size=vocab_size):
         raise DatasetError(why)
+    if dataset_args and not user:
+        raise DatasetError(f"dataset_args={dataset_args!r}: the built-in dataset {name!r} takes "
+                           "none; leave dataset_args empty")
+    if user:
+        from suite.data.user import load_user_dataset
+
+        return load_user_dataset(name, dataset_args=dict(dataset_args or {}), subset=subset,
+                                 seed=seed, block_size=block_size)
     return _LOADERS[name](
         data_dir=resolve_data_dir(data_dir),
         download=download,

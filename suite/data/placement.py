@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-# RunConfig.data_placement's choices: auto decides by size, the others force a path.
-PLACEMENTS = ("auto", "device", "stream")
+from suite.data.names import PLACEMENTS  # RunConfig.data_placement's choices, without torch
+
 # The share of the device's free memory the data may take and still stay resident: the rest is
 # for the weights, optimiser state, activations and the allocator's slack.
 DEVICE_SHARE = 0.5

@@ -27,16 +27,11 @@ import torch
 from torch import nn
 
 from suite.models.common import check_classes, check_depth, image_shape, resolve_norm, scaled
+from suite.models.names import FAMILIES
 from suite.quant import QuantConfig, QuantConv2d, QuantLinear
 
-PAPER1 = {"channels": (32, 64, 128, 256, 512), "convs_per_block": 2, "dense": (512, 256)}
-TASK = "image"  # what the family takes: images (B, C, H, W) -> logits (B, classes)
-NORMS = ("batch", "none")  # RunConfig.norm choices besides "auto" (which picks per resolution)
-PRESETS: dict[str, dict] = {
-    "cnn": {"channels": (16, 32, 64), "convs_per_block": 1, "kernel": 3, "dense": (64,)},
-    "cnn-paper1-3x3": {**PAPER1, "kernel": 3},
-    "cnn-paper1-5x5": {**PAPER1, "kernel": 5},
-}
+# what the family takes, its norm choices besides auto, and its presets: suite/models/names.py
+TASK, NORMS, PRESETS = FAMILIES["cnn"].task, FAMILIES["cnn"].norms, FAMILIES["cnn"].presets
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from suite.models.common import check_classes, check_depth, image_shape, resolve_norm, scaled
+from suite.models.names import FAMILIES
 from suite.quant import QuantConfig, QuantLinear, make_norm
 
-TASK = "image"  # what the family takes: images (B, C, H, W) -> logits (B, classes)
-NORMS = ("layer", "batch", "none")  # RunConfig.norm choices besides "auto" (which picks per resolution)
-PRESETS: dict[str, dict] = {"fc": {"hidden": 256, "depth": 2}}
+# what the family takes, its norm choices besides auto, and its presets: suite/models/names.py
+TASK, NORMS, PRESETS = FAMILIES["fc"].task, FAMILIES["fc"].norms, FAMILIES["fc"].presets
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from suite.models.common import check_classes, check_depth, resolve_norm, scaled
+from suite.models.names import FAMILIES
 from suite.models.transformer import Block
 from suite.quant import QuantConfig, QuantEmbedding, QuantLinear, make_norm
 
-TASK = "text"  # what the family takes: tokens (B, T) -> logits (B, T, vocab)
-NORMS = ("post", "pre")  # RunConfig.norm choices besides "auto" (which picks per resolution)
-PRESETS: dict[str, dict] = {
-    "lm": {"dim": 64, "heads": 4, "depth": 2, "head_hidden": ()},
-    "lm-paper1-small": {"dim": 768, "heads": 16, "depth": 12, "head_hidden": (4096, 2048)},
-    "lm-paper1-large": {"dim": 1024, "heads": 16, "depth": 16, "head_hidden": (8192, 4096)},
-}
+# what the family takes, its norm choices besides auto, and its presets: suite/models/names.py
+TASK, NORMS, PRESETS = FAMILIES["lm"].task, FAMILIES["lm"].norms, FAMILIES["lm"].presets
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from torch import nn
 
 from suite.models import cnn, fc, lm, vit
 from suite.models.common import check_width
+from suite.models.names import MODELS, model_task
+from suite.models.user import USER_KIND, build_user_model
 from suite.quant import QuantConfig
 
 SPEC_VERSION = 1
@@ -44,23 +46,14 @@ _REGISTRY: dict[str, _Family] = {
     for module, model, task in _FAMILIES.values()
     for name in module.PRESETS
 }
-MODELS: tuple[str, ...] = tuple(sorted(_REGISTRY))
+if tuple(sorted(_REGISTRY)) != MODELS:  # the names, tasks and presets live in names.py
+    raise RuntimeError(f"suite/models/names.py MODELS {MODELS} != the families' {sorted(_REGISTRY)}")
 
 
 def _family(name: str) -> _Family:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
     return _REGISTRY[name]
-
-
-def model_task(name: str) -> str:
-    """``image`` (input (B, C, H, W) -> logits (B, classes)) or ``text`` ((B, T) -> (B, T, vocab))."""
-    return _family(name).task
-
-
-def model_norms(name: str) -> tuple[str, ...]:
-    """The ``norm`` values model ``name`` accepts: "auto" (picked per resolution) and its own."""
-    return ("auto", *_family(name).norms)
 
 
 def _config(name: str, qconfig: QuantConfig, input_shape: tuple[int, ...], num_classes: int,
@@ -107,7 +100,7 @@ def model_spec(name: str, *, qconfig: QuantConfig, input_shape: tuple[int, ...],
     return _jsonable({
         "spec_version": SPEC_VERSION,
         "name": name,
-        "task": _family(name).task,
+        "task": model_task(name),
         "qconfig": qconfig_to_dict(qconfig),
         "input_shape": list(input_shape),
         "num_classes": num_classes,
@@ -123,6 +116,8 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
     version = spec.get("spec_version")
     if version != SPEC_VERSION:
         raise ValueError(f"unsupported model spec_version {version!r}; expected {SPEC_VERSION}")
+    if spec.get("kind") == USER_KIND:
+        return build_user_model(spec)
     missing = [k for k in ("name", "qconfig", "input_shape", "num_classes") if k not in spec]
     if missing:
         raise ValueError(f"model spec lacks {', '.join(missing)}")
@@ -211,7 +206,9 @@ def _knob(spec: dict[str, Any]) -> str:
 def check_fits(spec: dict[str, Any], available: int | None) -> None:
     """Raise ModelTooLarge when training the model of ``spec`` needs more than ``available`` bytes
     (None: unknown, so not checked), before anything is allocated."""
-    if available is None:
+    if available is None or spec.get("kind") == USER_KIND:
+        # a user model is counted once built (suite.run.train): its factory is the user's code,
+        # which need not build on the meta device
         return
     where = f"{available:,} bytes ({available / 2**30:.1f} GiB) are available"
     try:

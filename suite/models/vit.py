@@ -26,12 +26,12 @@ import torch
 from torch import nn
 
 from suite.models.common import check_classes, check_depth, image_shape, resolve_norm, scaled
+from suite.models.names import FAMILIES
 from suite.models.transformer import Block
 from suite.quant import QuantConfig, QuantEmbedding, QuantLinear, make_norm
 
-TASK = "image"  # what the family takes: images (B, C, H, W) -> logits (B, classes)
-NORMS = ("pre", "post")  # RunConfig.norm choices besides "auto" (which picks per resolution)
-PRESETS: dict[str, dict] = {"vit": {"dim": 64, "heads": 4, "depth": 2, "mlp_ratio": 2}}
+# what the family takes, its norm choices besides auto, and its presets: suite/models/names.py
+TASK, NORMS, PRESETS = FAMILIES["vit"].task, FAMILIES["vit"].norms, FAMILIES["vit"].presets
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.models.user import logits_of
 from suite.pack.format import (
     PackError,
     PackStats,
@@ -33,9 +34,9 @@ from suite.pack.format import (
     read_packed,
     save_packed,
 )
+from suite.run.files import CONFIG_NAME, PACKED_NAME, SPEC_NAME, WEIGHTS_NAME
 
-PACKED_NAME = "model.bsw"
-RUN_FILES = ("model.json", "model.safetensors")  # what pack needs; config.json rides along if there
+RUN_FILES = (SPEC_NAME, WEIGHTS_NAME)  # what pack needs; config.json rides along if there
 
 
 def _load_json(path: Path) -> Any:
@@ -69,10 +70,10 @@ def load_run_model(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, dict[str
     if missing:
         raise PackError(f"{run} is not a complete run directory: {', '.join(missing)} missing "
                         f"(`bitsweep train --out DIR` writes {', '.join(RUN_FILES)})")
-    spec = _load_json(run / "model.json")
-    config = _load_json(run / "config.json") if (run / "config.json").is_file() else None
-    model = _build(spec, str(run / "model.json"))
-    weights = run / "model.safetensors"
+    spec = _load_json(run / SPEC_NAME)
+    config = _load_json(run / CONFIG_NAME) if (run / CONFIG_NAME).is_file() else None
+    model = _build(spec, str(run / SPEC_NAME))
+    weights = run / WEIGHTS_NAME
     try:
         from safetensors.torch import load_file
 
@@ -105,12 +106,12 @@ def pack_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
     if config is not None:
         meta["config"] = config  # the same meta train.py writes, so the files are identical
     path = Path(out) if out is not None else run / PACKED_NAME
-    if path.resolve() in {(run / name).resolve() for name in (*RUN_FILES, "config.json")}:
+    if path.resolve() in {(run / name).resolve() for name in (*RUN_FILES, CONFIG_NAME)}:
         raise PackError(f"--out {path} would overwrite the run's own {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     stats = save_packed(model, path, meta)
     written = read_packed(path)  # read back: checksums, header and every index stream decode
-    fp32_file = (run / "model.safetensors").stat().st_size
+    fp32_file = (run / WEIGHTS_NAME).stat().st_size
     res = spec.get("qconfig", {}).get("resolution")
     return {
         "file": str(path),
@@ -188,15 +189,15 @@ def unpack_file(file: str | os.PathLike[str], out: str | os.PathLike[str] | None
     model = packed_to_model(packed, lambda meta: _build(spec, str(path)))
     x = example_input(spec)
     with torch.no_grad():
-        y = model(x)
+        y = logits_of(model(x))  # a user model may return an object with .logits
     if not torch.isfinite(y).all():
         raise PackError(f"{path}: the rebuilt model gives non-finite outputs")
     diff = None
     run = path.parent
-    if all((run / f).is_file() for f in RUN_FILES) and _load_json(run / "model.json") == spec:
+    if all((run / f).is_file() for f in RUN_FILES) and _load_json(run / SPEC_NAME) == spec:
         reference, _, _ = load_run_model(run)
         with torch.no_grad():
-            diff = float((reference(x) - y).abs().max())
+            diff = float((logits_of(reference(x)) - y).abs().max())
     stats = packed.stats()
     row: dict[str, Any] = {
         "file": str(path),

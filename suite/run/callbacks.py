@@ -9,10 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 
+from suite.run.files import CURVE_COLUMNS  # noqa: F401 - the rows' columns, one table for all
 from suite.run.meter import StabilityMeter
 
-CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_ppl",
-                 "grad_norm", "flip_rate", "oscillation", "lr")
 # The curves whose best epoch is a run's W&B summary (``best/<curve>``), and which way is better.
 BEST = {"val_acc": max, "val_loss": min, "val_ppl": min, "train_loss": min}
 

@@ -6,134 +6,55 @@ a bad value fails here, before anything is created, with a message naming the fi
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
+from suite.data.names import (
+    AUGMENTATIONS,
+    PLACEMENTS,
+    TOKENIZERS,
+    dataset_names,
+    dataset_option_error,
+    dataset_task,
+    is_user_dataset,
+)
+from suite.models.names import FACTORY_ARGS, FAMILIES, is_user_model, model_names, model_norms, model_task
+from suite.plugins import IMPORT_FORM, ImportFailed
+from suite.quant.names import CONV_NORMS, scale_rule_names
 from suite.quant.resolution import ACCEPTED_FORMS, parse_resolution
 
-# Choices owned here; those of the data, models and quantisers are read from their modules.
+# Choices owned here; those of the data, models and quantisers live in their packages' torch-free
+# names modules (suite/{data,models,quant}/names.py), which the torch side imports too.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 WANDB_MODES = ("offline", "online", "disabled")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("off", "bf16", "fp16")  # autocast dtype of the forward pass; off: fp32 throughout
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")  # suite/run/layout.py
+_FIXED_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
+                  "device": DEVICES, "amp": AMP_MODES, "memory_format": MEMORY_FORMATS,
+                  "augment": AUGMENTATIONS, "conv_norm": CONV_NORMS, "tokenizer": TOKENIZERS,
+                  "data_placement": PLACEMENTS}
 
 
-def field_choices(name: str, model: str | None = None) -> tuple[str, ...] | None:
-    """The accepted values of RunConfig field ``name`` (``norm``'s depend on the model), or None
-    for a field that is not a choice, imported from the modules that own them (they import
-    torch). Validation reads the same constants from source (listed_choices); tests/test_help.py
-    checks that the two agree."""
-    if name == "norm":
-        from suite.models import model_norms
-
-        return model_norms(model or RunConfig.model)
-    if name == "augment":
-        from suite.data import AUGMENTATIONS
-
-        return AUGMENTATIONS
-    if name == "conv_norm":
-        from suite.quant.layers import CONV_NORM_AXES
-
-        return tuple(CONV_NORM_AXES)
-    if name == "scale_rule":
-        from suite.quant.scale import SCALE_RULES
-
-        return SCALE_RULES
-    if name == "tokenizer":
-        from suite.data import TOKENIZERS
-
-        return TOKENIZERS
-    if name == "data_placement":
-        from suite.data.placement import PLACEMENTS
-
-        return PLACEMENTS
-    if name == "memory_format":
-        from suite.run.layout import MEMORY_FORMATS
-
-        return MEMORY_FORMATS
-    return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
-            "amp": AMP_MODES}.get(name)
-
-
-# RunConfig validation and --help need the choices of modules that import torch (seconds), so
-# they read them from those modules' source instead of importing them: the same constants
-# field_choices imports, and tests/test_help.py checks that both agree. A RunConfig, a sweep
-# file and the report therefore validate without torch. (field, file under suite/, top-level name)
-_SUITE = Path(__file__).resolve().parents[1]
-_LISTED = {"augment": ("data/augment.py", "AUGMENTATIONS"),
-           "conv_norm": ("quant/layers.py", "CONV_NORM_AXES"),
-           "scale_rule": ("quant/scale.py", "SCALE_RULES"),
-           "data_placement": ("data/placement.py", "PLACEMENTS"),
-           "memory_format": ("run/layout.py", "MEMORY_FORMATS")}
-
-
-@functools.cache
-def _constants(relpath: str) -> dict[str, Any]:
-    """The top-level tuple literals, dict literals' keys (as tuples) and string constants of
-    suite/``relpath``, by name."""
-    found: dict[str, Any] = {}
-    for node in ast.parse((_SUITE / relpath).read_text()).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            target, value = node.target, node.value
-        else:
-            continue
-        if not isinstance(target, ast.Name):
-            continue
-        if isinstance(value, ast.Constant) and isinstance(value.value, str):
-            found[target.id] = value.value
-            continue
-        items = value.keys if isinstance(value, ast.Dict) else getattr(value, "elts", None)
-        if items is not None:
-            found[target.id] = tuple(k.value for k in items if isinstance(k, ast.Constant))
-    return found
-
-
-def model_families() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """Family -> (its model presets, its norm choices besides auto), read from each
-    suite/models/<family>.py that defines PRESETS and NORMS, without importing torch."""
-    out = {}
-    for path in sorted((_SUITE / "models").glob("*.py")):
-        names = _constants(f"models/{path.name}")
-        if "PRESETS" in names and "NORMS" in names:
-            out[path.stem] = (names["PRESETS"], names["NORMS"])
-    return out
-
-
-def listed_task(model: str) -> str | None:
-    """``image`` or ``text``: the TASK of the family that has preset ``model`` (None: no such
-    model), as suite.models.model_task says, without importing torch."""
-    family = next((f for f, (presets, _) in model_families().items() if model in presets), None)
-    return _constants(f"models/{family}.py").get("TASK") if family else None
-
-
-def listed_choices(name: str, model: str | None = None) -> tuple[Any, ...] | None:
-    """What ``--help`` lists and RunConfig accepts as the values of field ``name`` (model,
-    dataset and the fields of field_choices), without importing torch; None for a field that is
-    not a choice."""
+def field_choices(name: str, model: str | None = None) -> tuple[Any, ...] | None:
+    """What ``--help`` lists and RunConfig accepts as the values of field ``name`` (``norm``'s
+    depend on the model; ``model`` and ``dataset`` also take an import string), without
+    importing torch; None for a field that is not a choice. Registered models, datasets and
+    scale rules are choices too (plugins of $BITSWEEP_PLUGINS are imported for them)."""
     if name == "model":
-        return tuple(sorted(p for presets, _ in model_families().values() for p in presets))
-    if name in ("dataset", "tokenizer"):
-        from suite.data.names import DATASETS, TOKENIZERS
-
-        return DATASETS if name == "dataset" else TOKENIZERS
+        return model_names()
+    if name == "dataset":
+        return dataset_names()
     if name == "norm":
-        model = model or RunConfig.model
-        return next((("auto", *norms) for presets, norms in model_families().values()
-                     if model in presets), None)
-    if name in _LISTED:
-        return _constants(_LISTED[name][0]).get(_LISTED[name][1])
-    return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
-            "device": DEVICES, "amp": AMP_MODES}.get(name)
+        return model_norms(model or RunConfig.model)
+    if name == "scale_rule":
+        return scale_rule_names()
+    return _FIXED_CHOICES.get(name)
 
 
 def _shown(value: Any) -> str:
@@ -152,14 +73,17 @@ def flag_help(name: str) -> str:
     parts = [f.metadata["help"]]
     base, optional = _annotation(f.type)
     if name == "norm":
-        parts.append("per family: " + "; ".join(f"{family}: {', '.join(('auto', *norms))}"
-                                                for family, (_, norms) in model_families().items()))
+        parts.append("per family: " + "; ".join(f"{family}: {', '.join(('auto', *fam.norms))}"
+                                                for family, fam in FAMILIES.items())
+                     + "; user models: auto")
     elif name == "precision":
         parts.append(f"one of {ACCEPTED_FORMS}")
     elif name == "device":
         parts.append(f"one of {', '.join(DEVICES)} or cuda:<index>")
-    elif choices := listed_choices(name):
+    elif choices := field_choices(name):
         parts.append(f"one of {', '.join(map(str, choices))}")
+        if name in ("model", "dataset"):
+            parts[-1] += f", or an import string {IMPORT_FORM.replace('attribute', _CALLED[name])}"
     elif base == "bool":
         parts.append("true, false or null" if optional else "true or false")
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default
@@ -175,17 +99,34 @@ def _field(default: Any, meaning: str) -> Any:
     return field(default=default, metadata={"help": meaning})
 
 
+def _args_field(meaning: str) -> Any:
+    """A mapping of a user factory's or loader's arguments: {} by default, and left out of the
+    config's hash (a dict has none; equality still compares it)."""
+    return field(default_factory=dict, hash=False, metadata={"help": meaning})
+
+
+_CALLED = {"model": "factory", "dataset": "loader"}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # what is trained
-    model: str = _field("cnn", "architecture: a preset of the fc, cnn, vit (images) or lm (text) family")
+    model: str = _field("cnn", "architecture: a preset of the fc, cnn, vit (images) or lm (text) "
+                               "family, a registered model, or the user's factory as an import "
+                               "string (docs/extending.md)")
     width: float = _field(1.0, "multiplies every channel count and hidden size (0.5: half as wide)")
     depth: int | None = _field(None, "hidden layers (fc), conv blocks (cnn) or transformer blocks (vit, "
                                      "lm); null: the preset's")
     norm: str = _field("auto", "normalisation layers; auto: the family's choice for the precision")
+    model_args: dict[str, Any] = _args_field("keyword arguments of a user model's factory, besides "
+                                             "input_shape, num_classes and width (YAML/JSON "
+                                             "mapping)")
     # on what
     dataset: str = _field("digits", "what it trains on: an image dataset for fc, cnn and vit, a text "
-                                    "corpus for lm")
+                                    "corpus for lm; or a registered dataset, or the user's loader "
+                                    "as an import string (docs/extending.md)")
+    dataset_args: dict[str, Any] = _args_field("keyword arguments of a user dataset's loader "
+                                               "(YAML/JSON mapping)")
     subset: int | None = _field(None, "keep n training examples per class (images) or the first n "
                                       "windows (text); null: all")
     block_size: int = _field(64, "token window of the text corpora: the lm's context length")
@@ -273,15 +214,22 @@ class RunConfig:
                 object.__setattr__(self, f.name, float(value))
             if base == "bool" and not isinstance(value, bool):
                 raise self._bad(f.name, "must be true or false")
+            if base.startswith("dict"):
+                object.__setattr__(self, f.name, self._plain_mapping(f.name, value))
+
+    def _plain_mapping(self, name: str, value: Any) -> dict[str, Any]:
+        """A JSON-able mapping with string keys, as a plain dict (it is recorded in config.json,
+        model.json and the sweep's storage, and hashed into the fingerprint)."""
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise self._bad(name, "must be a mapping of argument names to values")
+        try:
+            return json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError) as err:
+            raise self._bad(name, f"its values must be JSON data (numbers, strings, lists, "
+                                  f"mappings): {err}") from None
 
     def _check_values(self) -> None:
-        from suite.data.names import DATASETS, dataset_option_error, dataset_task
-
-        models = listed_choices("model")
-        if self.model not in models:
-            raise self._bad("model", f"unknown model; known: {', '.join(models)}")
-        if self.dataset not in DATASETS:
-            raise self._bad("dataset", f"unknown dataset; known: {', '.join(DATASETS)}")
+        self._check_sources()
         try:
             res = parse_resolution(self.precision)
         except ValueError as err:
@@ -290,7 +238,7 @@ class RunConfig:
         for name in ("augment", "optimizer", "schedule", "wandb_mode", "norm", "conv_norm",
                      "scale_rule", "tokenizer", "amp", "data_placement",
                      "memory_format"):
-            options = listed_choices(name, self.model)
+            options = field_choices(name, self.model)
             if getattr(self, name) not in options:
                 raise self._bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -304,11 +252,11 @@ class RunConfig:
             raise self._bad("warmup_epochs", f"must be shorter than epochs={self.epochs}")
         if not isinstance(self.tags, (list, tuple)) or not all(isinstance(t, str) for t in self.tags):
             raise self._bad("tags", "must be a list of strings")
-        text_model = listed_task(self.model) == "text"
-        text_data = dataset_task(self.dataset) == "text"
-        if text_model != text_data:
-            kind = "a text corpus" if text_model else "an image dataset"
+        model_kind, data_kind = model_task(self.model), dataset_task(self.dataset)
+        if model_kind and data_kind and model_kind != data_kind:
+            kind = "a text corpus" if model_kind == "text" else "an image dataset"
             raise self._bad("dataset", f"model {self.model!r} needs {kind}")
+        text_data = data_kind == "text"
         if text_data and self.augment != "none":
             raise self._bad("augment", "text corpora take no augmentation; use none")
         if text_data and self.memory_format == "channels_last":
@@ -319,6 +267,32 @@ class RunConfig:
         if why := dataset_option_error(self.dataset, image_size=self.image_size,
                                        tokenizer=self.tokenizer, vocab_size=self.vocab_size):
             raise ConfigError(why)
+
+    def _check_sources(self) -> None:
+        """model and dataset: a built-in or registered name, or the user's import string (its
+        form only: it is imported when the run is prepared); their arguments go with the user's
+        code only."""
+        try:
+            models, datasets = field_choices("model"), field_choices("dataset")
+        except ImportFailed as err:  # a module of $BITSWEEP_PLUGINS
+            raise ConfigError(str(err)) from None
+        for name, known, user in (("model", models, is_user_model(self.model)),
+                                  ("dataset", datasets, is_user_dataset(self.dataset))):
+            value, args = getattr(self, name), f"{name}_args"
+            if value not in known and not user:
+                raise self._bad(name, f"unknown {name}; known: {', '.join(known)}; or the "
+                                      f"user's {_CALLED[name]} as an import string "
+                                      f"({IMPORT_FORM.replace('attribute', _CALLED[name])})")
+            if getattr(self, args) and not user:
+                raise ConfigError(f"{args}={getattr(self, args)!r}: only a user {name} (an import "
+                                  f"string or a registered name) takes arguments; {name} "
+                                  f"{value!r} is built in, leave {args} empty")
+        if taken := sorted(set(self.model_args) & set(FACTORY_ARGS)):
+            raise self._bad("model_args", f"the run passes {', '.join(taken)} itself (from the "
+                                          "data and the width field); leave them out")
+        if is_user_model(self.model) and self.depth is not None:
+            raise self._bad("depth", f"a user model takes its own arguments: put depth in "
+                                     f"model_args (model={self.model!r})")
 
     def _check_devices(self) -> None:
         if self.devices < 1:
@@ -339,9 +313,8 @@ class RunConfig:
         return parse_resolution(self.precision)
 
     @property
-    def task(self) -> str:
-        from suite.data.names import dataset_task
-
+    def task(self) -> str | None:
+        """image or text; None for a user dataset whose loader alone says (the run records it)."""
         return dataset_task(self.dataset)
 
     def to_dict(self) -> dict[str, Any]:
@@ -410,7 +383,7 @@ _ADDED_UNTRAINED: dict[str, Any] = {"track_oscillation": False, "data_placement"
 # out of the fingerprint while they hold it, so a finished cell keeps its key (a new key would
 # queue the cell again). A field added later joins this table with its old behaviour's value.
 _ADDED: dict[str, Any] = {"image_size": None, "tokenizer": "char", "vocab_size": None, "amp": "off",
-                          "devices": 1}
+                          "devices": 1, "model_args": {}, "dataset_args": {}}
 # Field rules beyond the type: (fields, holds for a valid value, what the error says).
 _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
     (("epochs", "batch_size", "block_size"), lambda v: v >= 1, "must be >= 1"),

@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# RunConfig.memory_format's choices
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+from suite.run.config import MEMORY_FORMATS  # noqa: F401 - RunConfig.memory_format's choices
 
 
 def use_channels_last(requested: str, model: nn.Module, input_shape: tuple[int, ...],

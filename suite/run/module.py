@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from suite.models import model_from_spec
+from suite.models.user import logits_of
 
 
 class _EpochSums:
@@ -129,7 +130,7 @@ class BitsweepModule(L.LightningModule):
             super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return logits_of(self.model(x))
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # A DeviceLoader's batch already sits on the device; Lightning's default would still walk
@@ -144,7 +145,8 @@ class BitsweepModule(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
-        logits, target = self._flatten(self.model(x), y)
+        # a user model may return an object holding its logits (Hugging Face's ModelOutput)
+        logits, target = self._flatten(logits_of(self.model(x)), y)
         loss = F.cross_entropy(logits, target)
         sums = self._sums.get(stage)
         if sums is None:

@@ -20,12 +20,14 @@ import os
 import pickle
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from suite.run.config import ConfigError, RunConfig
+from suite.run.devices import resolve_device
 
 RANK_VAR = "BITSWEEP_DDP_RANK"  # set in the processes train() launched: they are the ranks
 _AFTER_RANK0_S = 60.0  # how long the other ranks may take to exit once rank 0 has its result
@@ -78,12 +80,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(config: RunConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """Run ``config`` on ``config.devices`` ranks and return rank 0's result (or raise the first
-    error a rank raised). The caller's callbacks run on rank 0 only, with its W&B run; one that
-    ends the fit early must raise (as Optuna's pruning does), since the other ranks cannot see it."""
-    from suite.run.train import resolve_device  # train imports this module: import at call
-
+def launch(run: Callable[..., dict[str, Any]], config: RunConfig, out_dir: str | Path,
+           **kwargs: Any) -> dict[str, Any]:
+    """Run ``run(config, out_dir, **kwargs)`` (suite.run.train.train) as each of
+    ``config.devices`` ranks and return rank 0's result (or raise the first error a rank raised).
+    ``run`` is pickled for a spawned rank: a module-level function. The caller's callbacks run on
+    rank 0 only, with its W&B run; one that ends the fit early must raise (as Optuna's pruning
+    does), since the other ranks cannot see it."""
     try:
         cuda = resolve_device(config.device).type == "cuda"
     except (RuntimeError, ValueError) as err:
@@ -95,7 +98,7 @@ def launch(config: RunConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, A
             receive, send = ctx.Pipe(duplex=False)
             rank_kwargs = kwargs if rank == 0 else {**kwargs, "callbacks": (), "progress": False}
             proc = ctx.Process(target=_rank_main, name=f"bitsweep-rank{rank}",
-                               args=(rank, port, config, str(out_dir), rank_kwargs, send))
+                               args=(run, rank, port, config, str(out_dir), rank_kwargs, send))
             try:
                 proc.start()
             except (pickle.PicklingError, TypeError, AttributeError) as err:
@@ -165,16 +168,15 @@ def _lost_peer(err: BaseException) -> bool:
         s in text for s in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL"))
 
 
-def _rank_main(rank: int, port: int, config: RunConfig, out_dir: str, kwargs: dict[str, Any],
-               conn: Any) -> None:
-    """One rank's process: train() as that rank; its answer goes back through ``conn``."""
+def _rank_main(run: Callable[..., dict[str, Any]], rank: int, port: int, config: RunConfig,
+               out_dir: str, kwargs: dict[str, Any], conn: Any) -> None:
+    """One rank's process: ``run`` (train()) as that rank; its answer goes back through
+    ``conn``."""
     os.environ.update({RANK_VAR: str(rank), "LOCAL_RANK": str(rank), "NODE_RANK": "0",
                        "WORLD_SIZE": str(config.devices), "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
-    from suite.run.train import train
-
     try:
-        result = train(config, out_dir, **kwargs)
+        result = run(config, out_dir, **kwargs)
     except BaseException as err:  # the caller raises it: Ctrl-C, TrialPruned, ConfigError alike
         expected = (isinstance(err, (ConfigError, KeyboardInterrupt)) or _lost_peer(err)
                     or type(err).__name__ == "TrialPruned")
