@@ -62,11 +62,6 @@ def _parse_value(field: str, kind: str, text: str) -> Any:
             return yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"{field}={text!r}: not a YAML/JSON mapping ({err})") from None
-    if base.startswith("dict"):  # a YAML (or JSON) mapping: --model-args '{n_layer: 2}'
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{field}={text!r}: not a YAML/JSON mapping ({err})") from None
     return text
 
 

@@ -68,9 +68,6 @@ from suite.quant.resolution import Resolution, parse_resolution
 from suite.run.files import CONFIG_NAME, CURVES_NAME, RESULT_NAME
 from suite.run.files import CURVE_COLUMNS as RUN_CURVE_COLUMNS
 from suite.run.files import CURVE_RENAMED as RUN_CURVE_RENAMED
-from suite.run.files import CONFIG_NAME, CURVES_NAME, RESULT_NAME
-from suite.run.files import CURVE_COLUMNS as RUN_CURVE_COLUMNS
-from suite.run.files import CURVE_RENAMED as RUN_CURVE_RENAMED
 from suite.run.result import RESULT_FIELDS
 from suite.sweep.slots import slot_identity
 

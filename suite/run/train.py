@@ -36,19 +36,8 @@ from suite.data.placement import Placement, choose_placement
 from suite.models import model_from_spec, model_spec
 from suite.models.names import is_user_model, model_task
 from suite.models.user import UserModelError, check_outputs, user_spec
-from suite.models.names import is_user_model, model_task
-from suite.models.user import UserModelError, check_outputs, user_spec
 from suite.quant import QuantConfig, param_summary
 from suite.run.config import ConfigError, RunConfig
-from suite.run.devices import resolve_device
-from suite.run.files import (
-    CONFIG_NAME,
-    CURVES_NAME,
-    PACKED_NAME,
-    SPEC_NAME,
-    WANDB_RUN_NAME,
-    WEIGHTS_NAME,
-)
 from suite.run.devices import resolve_device
 from suite.run.files import (
     CONFIG_NAME,
@@ -194,12 +183,7 @@ def _prepare(config: RunConfig) -> _Prepared:
     check_shares(config, len(data.train_x))
     loaders = _loaders(config, data, device, placement, shard)
     try:
-        try:
         module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
-        if spec.get("kind") == "user":
-            check_outputs(module.model, _sample(data), data.task, data.num_classes)
-    except UserModelError as err:  # the user's factory, import string or forward pass
-        raise ConfigError(f"model={config.model!r}{_args(config, 'model')}: {err}") from None
         if spec.get("kind") == "user":
             check_outputs(module.model, _sample(data), data.task, data.num_classes)
     except UserModelError as err:  # the user's factory, import string or forward pass
@@ -213,36 +197,6 @@ def _prepare(config: RunConfig) -> _Prepared:
     resolved = {"data_placement": placement.mode,
                 "memory_format": "channels_last" if channels_last else "contiguous"}
     return _Prepared(device, data, spec, module, loaders, facts, summary, resolved, shard)
-
-
-def _args(config: RunConfig, source: str) -> str:
-    args = getattr(config, f"{source}_args")
-    return f" ({source}_args={args!r})" if args else ""
-
-
-def _check_task(config: RunConfig, data: DataSplits) -> None:
-    """What RunConfig could not check before a user loader said what its data is."""
-    wanted = model_task(config.model)
-    if wanted is not None and wanted != data.task:
-        kind = "a text corpus" if wanted == "text" else "an image dataset"
-        raise ConfigError(f"dataset={config.dataset!r}: model {config.model!r} needs {kind}, but "
-                          f"the loader gave {data.task} data")
-    if data.task == "text" and config.augment != "none":
-        raise ConfigError(f"augment={config.augment!r}: dataset {config.dataset!r} is text, which "
-                          "takes no augmentation; use none")
-    if data.task == "text" and config.memory_format == "channels_last":
-        raise ConfigError(f"memory_format='channels_last': dataset {config.dataset!r} is text; "
-                          "use auto or contiguous")
-
-
-def _sample(data: DataSplits) -> torch.Tensor:
-    """Two validation examples as the model sees them (uint8 images normalised)."""
-    x = data.val_x[:2]
-    if data.pixel_norm is not None:
-        from suite.data.images import normalise_batch, pixel_stats
-
-        x = normalise_batch(x, pixel_stats(*data.pixel_norm))
-    return x
 
 
 def _args(config: RunConfig, source: str) -> str:
