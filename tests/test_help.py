@@ -25,7 +25,7 @@ def flag_lines() -> dict[str, str]:
     lines: dict[str, str] = {}
     flag = None
     for line in out.splitlines():
-        match = re.match(r"\s+--([a-z-]+) (.+?)(?:\s{2,}(.*))?$", line)
+        match = re.match(r"\s+--([a-z0-9-]+) (.+?)(?:\s{2,}(.*))?$", line)
         if match:  # "--flag METAVAR  help", or "--flag METAVAR" with the help on the next line
             flag = match.group(1).replace("-", "_")
             lines[flag] = match.group(3) or ""

@@ -94,8 +94,11 @@ def _jsonable(value: Any) -> Any:
 
 def model_spec(name: str, *, qconfig: QuantConfig, input_shape: tuple[int, ...],
                num_classes: int, width: float = 1.0, depth: int | None = None,
-               norm: str = "auto") -> dict[str, Any]:
-    """A JSON-able description from which ``model_from_spec`` rebuilds the same architecture."""
+               norm: str = "auto", layers: Any = (), keep_fp32: str = "none") -> dict[str, Any]:
+    """A JSON-able description from which ``model_from_spec`` rebuilds the same architecture.
+
+    ``layers`` and ``keep_fp32`` (``suite.quant.quantize_``'s per-layer rules) are recorded only
+    when they change something, so a spec without them reads as it always did."""
     cfg = _config(name, qconfig, input_shape, num_classes, width, depth, norm)
     return _jsonable({
         "spec_version": SPEC_VERSION,
@@ -108,6 +111,7 @@ def model_spec(name: str, *, qconfig: QuantConfig, input_shape: tuple[int, ...],
         "depth": depth,
         "norm": norm,
         "arch": asdict(cfg),
+        **_layer_policy(layers, keep_fp32),
     })
 
 
@@ -129,7 +133,29 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
     if "arch" in spec and _jsonable(asdict(cfg)) != spec["arch"]:
         raise ValueError(f"model spec for {spec['name']!r} no longer matches the code: saved "
                          f"arch {spec['arch']} vs rebuilt {_jsonable(asdict(cfg))}")
-    return _family(spec["name"]).model(cfg, qconfig)
+    model = _family(spec["name"]).model(cfg, qconfig)
+    policy = _layer_policy(spec.get("layers"), spec.get("keep_fp32") or "none")
+    if policy:
+        # the family builds every layer at qconfig's resolution; the rules then reconfigure
+        # the layers they name (an fp32 layer stays a quant layer with quantisation off)
+        from suite.quant.quantize import quantize_
+
+        quantize_(model, qconfig.resolution, scale_rule=qconfig.scale_rule,
+                  per_channel=qconfig.per_channel, quantize_bias=qconfig.quantize_bias,
+                  conv_norm=qconfig.conv_norm, **policy)
+    return model
+
+
+def _layer_policy(layers: Any, keep_fp32: str) -> dict[str, Any]:
+    """The spec's per-layer keys: only those that differ from "every layer alike"."""
+    from suite.quant.policy import check_keep_fp32, rule_strings
+
+    out: dict[str, Any] = {}
+    if rules := rule_strings(layers):
+        out["layers"] = list(rules)
+    if check_keep_fp32(keep_fp32) != "none":
+        out["keep_fp32"] = keep_fp32
+    return out
 
 
 # Training holds, for each parameter, its fp32 weight, gradient and Adam's two moments: a lower

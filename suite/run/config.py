@@ -25,6 +25,7 @@ from suite.data.names import (
 from suite.models.names import FACTORY_ARGS, FAMILIES, is_user_model, model_names, model_norms, model_task
 from suite.plugins import IMPORT_FORM, ImportFailed
 from suite.quant.names import CONV_NORMS, scale_rule_names
+from suite.quant.policy import KEEP_FP32, RULE_FORMS, rule_strings
 from suite.quant.resolution import ACCEPTED_FORMS, parse_resolution
 
 # Choices owned here; those of the data, models and quantisers live in their packages' torch-free
@@ -38,7 +39,7 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")  # suite/run/layout.py
 _FIXED_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "wandb_mode": WANDB_MODES,
                   "device": DEVICES, "amp": AMP_MODES, "memory_format": MEMORY_FORMATS,
                   "augment": AUGMENTATIONS, "conv_norm": CONV_NORMS, "tokenizer": TOKENIZERS,
-                  "data_placement": PLACEMENTS}
+                  "data_placement": PLACEMENTS, "keep_fp32": KEEP_FP32}
 
 
 def field_choices(name: str, model: str | None = None) -> tuple[Any, ...] | None:
@@ -147,6 +148,11 @@ class RunConfig:
                                               "for level grids")
     conv_norm: str = _field("chw", "axes a bnn conv normalises each example over: all of C, H, W, "
                                    "channels at each pixel (c), or each channel over space (hw)")
+    layers: tuple[str, ...] = field(default_factory=tuple, metadata={
+        "help": "per-layer resolutions, first match wins: 'pattern=resolution' rules (a glob on "
+                "module names, or re:<regex>; fp32 allowed), comma-separated on the command line"})
+    keep_fp32: str = _field("none", "keep the first and/or last weight layer (in module order: the "
+                                    "input's and the output head) at fp32")
     # how
     epochs: int = _field(10, "training epochs")
     batch_size: int = _field(128, "training batch size (evaluation batches hold at least 256)")
@@ -237,7 +243,7 @@ class RunConfig:
         object.__setattr__(self, "precision", res.label)
         for name in ("augment", "optimizer", "schedule", "wandb_mode", "norm", "conv_norm",
                      "scale_rule", "tokenizer", "amp", "data_placement",
-                     "memory_format"):
+                     "memory_format", "keep_fp32"):
             options = field_choices(name, self.model)
             if getattr(self, name) not in options:
                 raise self._bad(name, f"choose one of {', '.join(options)}")
@@ -252,6 +258,10 @@ class RunConfig:
             raise self._bad("warmup_epochs", f"must be shorter than epochs={self.epochs}")
         if not isinstance(self.tags, (list, tuple)) or not all(isinstance(t, str) for t in self.tags):
             raise self._bad("tags", "must be a list of strings")
+        try:  # stored as canonical 'pattern=label' strings, however they were given
+            object.__setattr__(self, "layers", rule_strings(self.layers))
+        except ValueError as err:
+            raise self._bad("layers", f"{err}; give {RULE_FORMS}") from None
         model_kind, data_kind = model_task(self.model), dataset_task(self.dataset)
         if model_kind and data_kind and model_kind != data_kind:
             kind = "a text corpus" if model_kind == "text" else "an image dataset"
@@ -383,7 +393,8 @@ _ADDED_UNTRAINED: dict[str, Any] = {"track_oscillation": False, "data_placement"
 # out of the fingerprint while they hold it, so a finished cell keeps its key (a new key would
 # queue the cell again). A field added later joins this table with its old behaviour's value.
 _ADDED: dict[str, Any] = {"image_size": None, "tokenizer": "char", "vocab_size": None, "amp": "off",
-                          "devices": 1, "model_args": {}, "dataset_args": {}}
+                          "devices": 1, "model_args": {}, "dataset_args": {}, "layers": (),
+                          "keep_fp32": "none"}
 # Field rules beyond the type: (fields, holds for a valid value, what the error says).
 _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
     (("epochs", "batch_size", "block_size"), lambda v: v >= 1, "must be >= 1"),

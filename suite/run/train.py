@@ -93,7 +93,7 @@ def spec_for(config: RunConfig, data: DataSplits) -> dict[str, Any]:
                          keep_fp32=getattr(config, "keep_fp32", "none"))
     return model_spec(config.model, qconfig=quant_config(config), input_shape=data.input_shape,
                       num_classes=data.num_classes, width=config.width, depth=config.depth,
-                      norm=config.norm)
+                      norm=config.norm, layers=config.layers, keep_fp32=config.keep_fp32)
 
 
 def show_progress() -> bool:

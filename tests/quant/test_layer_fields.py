@@ -1,0 +1,89 @@
+"""RunConfig.layers and RunConfig.keep_fp32: validated without torch, left out of old
+fingerprints at their defaults, and honoured by the built-in families through their spec."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from suite.models import model_from_spec, model_spec
+from suite.quant import QuantConfig, QuantMixin, param_summary
+from suite.run.config import ConfigError, RunConfig
+
+
+def test_fields_normalise_and_validate_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "from suite.run.config import RunConfig, ConfigError\n"
+        "c = RunConfig(layers=[{'head.*': 'fp32'}, 'net.1=2.32', ['re:x\\\\.[0-9]', 'N=7']],"
+        " keep_fp32='ends')\n"
+        "assert c.layers == ('head.*=fp32', 'net.1=2.32', 're:x\\\\.[0-9]=N=7'), c.layers\n"
+        "for bad in ({'layers': ['head']}, {'layers': ['head=7bits']}, {'keep_fp32': 'middle'}):\n"
+        "    try:\n"
+        "        RunConfig(**bad)\n"
+        "    except ConfigError as err:\n"
+        "        assert str(err).startswith(next(iter(bad)) + '='), err\n"
+        "    else:\n"
+        "        raise AssertionError(bad)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_defaults_keep_fingerprints_and_set_values_change_them() -> None:
+    base = RunConfig()
+    assert RunConfig(layers=[], keep_fp32="none").fingerprint() == base.fingerprint()
+    assert "layers" not in base.to_file_dict() and "keep_fp32" not in base.to_file_dict()
+    assert RunConfig(keep_fp32="ends").fingerprint() != base.fingerprint()
+    assert RunConfig(layers=["head=fp32"]).fingerprint() != base.fingerprint()
+    # dict and string spellings are one experiment
+    assert RunConfig(layers=[{"head": "fp32"}]).fingerprint() == \
+        RunConfig(layers="head=fp32").fingerprint()
+    again = RunConfig.from_dict(RunConfig(layers=["a=1"], keep_fp32="last").to_file_dict())
+    assert (again.layers, again.keep_fp32) == (("a=1",), "last")
+    with pytest.raises(ConfigError, match="layers="):
+        RunConfig(layers=[{"a=b": "1"}])
+
+
+def _spec(**policy):
+    return model_spec("cnn", qconfig=QuantConfig(resolution="1.58", scale_rule="lsq"),
+                      input_shape=(1, 8, 8), num_classes=10, width=0.5, **policy)
+
+
+def test_a_family_spec_without_rules_is_unchanged_and_builds_the_same_model() -> None:
+    spec = _spec()
+    assert "layers" not in spec and "keep_fp32" not in spec
+    assert _spec(layers=[], keep_fp32="none") == spec
+    torch.manual_seed(0)
+    a = model_from_spec(spec)
+    torch.manual_seed(0)
+    b = model_from_spec({**spec, "layers": [], "keep_fp32": "none"})
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(a(x), b(x))
+
+
+def test_built_in_family_honours_keep_fp32_and_layer_rules() -> None:
+    spec = _spec(keep_fp32="ends", layers=["head.2=2"])
+    assert spec["keep_fp32"] == "ends" and spec["layers"] == ["head.2=2"]
+    model = model_from_spec(spec)
+    quant = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantMixin)]
+    labels = {n: m.qconfig.resolution.label for n, m in quant}
+    first, last = quant[0][0], quant[-1][0]
+    assert (first, last) == ("features.0", "head.4")
+    assert labels[first] == labels[last] == "fp32"
+    assert labels["head.2"] == "2"
+    assert all(v == "1.58" for n, v in labels.items() if n not in (first, last, "head.2"))
+    assert model.features[0].step is None and model.head[2].step is not None  # lsq at 2 bits
+    # the accounting counts the fp32 layers at 32 bits
+    plain = model_from_spec(_spec())
+    s, p = param_summary(model), param_summary(plain)
+    kept = sum(m.weight.numel() for m in (model.features[0], model.head[4]))
+    assert p.params_quantized - s.params_quantized == kept
+    # the rules travel in the spec: a rebuild is the same model
+    again = model_from_spec(spec)
+    again.load_state_dict(model.state_dict())
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(again(x), model(x))
