@@ -15,7 +15,21 @@ def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str],
     results server was unreadable by anyone but its writer."""
     from safetensors.torch import save_file
 
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(_unshared(tensors), str(path), metadata=metadata)
     umask = os.umask(0)
     os.umask(umask)
     Path(path).chmod(0o666 & ~umask)
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory, as tied weights do (a Hugging Face GPT-2's
+    LM head and token embedding): each tensor whose storage an earlier one uses is stored as its
+    own copy. Loading the file back into the model ties them again (both keys are copied into
+    the one parameter)."""
+    seen: set[int] = set()
+    out = {}
+    for key, t in tensors.items():
+        ptr = t.untyped_storage().data_ptr() if t.numel() else 0
+        out[key] = t.clone() if ptr and ptr in seen else t
+        seen.add(ptr)
+    return out

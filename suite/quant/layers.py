@@ -130,7 +130,8 @@ class QuantMixin:
         self._init_quant(qconfig)
 
     def _channels_first(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.out_axis == 0 else t.transpose(0, self.out_axis)
+        # a per-tensor step is a scalar: nothing to transpose
+        return t if self.out_axis == 0 or t.dim() <= self.out_axis else t.transpose(0, self.out_axis)
 
     def _scale(self, w: torch.Tensor, workspace: torch.Tensor | None = None) -> torch.Tensor:
         """The grid step of ``w`` given channels first (``_channels_first``)."""
