@@ -108,7 +108,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         summary = run_sweep(spec, workers=args.workers, storage=args.storage,
                             n_trials=args.n_trials, runs_root=Path(args.runs),
-                            threads=args.threads, grace=args.grace)
+                            threads=args.threads, grace=args.grace, extend=args.extend)
     except SweepInterrupted as stop:
         print(json.dumps(stop.summary))
         print("bitsweep sweep: interrupted; finished trials are stored. Run the same command "
@@ -174,7 +174,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def cmd_repair_journal(args: argparse.Namespace) -> int:
-    from suite.sweep.storage import repair_journal
+    from suite.sweep.repair import repair_journal
 
     path = args.path
     done = repair_journal(path)
@@ -186,6 +186,9 @@ def cmd_repair_journal(args: argparse.Namespace) -> int:
              if done.salvaged else "")
           + (f"; left out damaged line(s) {_lines(done.left_out)}" if done.left_out else "")
           + f". The file as it was: {done.backup}")
+    if done.requeued:  # every other trial keeps its records, config and result
+        print(f"failed as damaged, their cells run again on the next `bitsweep sweep`: "
+              f"{'; '.join(done.requeued)}")
     return 0
 
 
@@ -220,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=GRACE_SECONDS,
                    help="seconds without a heartbeat before another machine's trial counts as "
                         "lost and is queued again (default %(default)g)")
+    p.add_argument("--extend", action="store_true",
+                   help="add this file's runs to a study of the same name that was made with "
+                        "another grid (without it, such a study is refused; its report lists "
+                        "every spec)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("wandb-sweep", help="export a W&B sweep config for the same study")

@@ -405,8 +405,18 @@ def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables
     if waiting:
         lines += [f"{waiting} trial(s) still wait in the queue: this report shows a study in "
                   "progress.", ""]
+    if frames.damaged:  # only when there is damage: reports of intact studies keep their bytes
+        lines += ["## Damaged records", "", "Left out of every figure and table (their rows in "
+                  "results.csv are failed, error `damaged`):", ""]
+        lines += [f"- {d}" for d in frames.damaged] + [""]
     lines += ["## Study spec", ""]
-    text = _spec_text(frames, spec)
-    lines += ["```yaml", text, "```"] if text else ["No spec was stored with the study."]
+    if len(frames.specs) > 1:  # extended with `bitsweep sweep --extend`: every spec it holds
+        lines += [f"The study holds the runs of {len(frames.specs)} specs (extended with "
+                  "`bitsweep sweep --extend`), oldest first:", ""]
+        for i, one in enumerate(frames.specs, 1):
+            lines += [f"### Spec {i}", "", "```yaml", redact(one.rstrip()), "```", ""]
+    else:
+        text = _spec_text(frames, spec)
+        lines += ["```yaml", text, "```"] if text else ["No spec was stored with the study."]
     lines += ["", f"<!-- python {sys.version.split()[0]} -->", ""]
     return "\n".join(lines)

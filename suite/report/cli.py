@@ -85,6 +85,7 @@ def report_command(
         raise ValueError(_unknown_study(study, storage, make)) from None
     except EmptyStudy as err:
         raise ValueError(f"{err}: run `{sweep_command or make}` to queue and train them") from None
+    _say_integrity(frames, storage)
     if frames.spec_yaml is None and spec_yaml is not None:
         frames.spec_yaml = spec_yaml  # a study written without its spec: show the file's
     if frames.spec is None and spec is not None:
@@ -97,6 +98,21 @@ def report_command(
         _log_to_wandb(path, frames, study=study, spec=spec, mode=wandb_mode,
                       save_dir=Path(runs_root) / study, command=command)
     return path
+
+
+def _say_integrity(frames: StudyFrames, storage: str) -> None:
+    """Name every trial whose stored result failed its checksum, and how many could not be
+    checked (stored before results carried one): on stderr, so intact reports keep their bytes."""
+    from suite.sweep.storage import REPAIR_COMMAND, is_url
+
+    fix = ("" if is_url(storage) else f"; `{REPAIR_COMMAND} {storage}` fails it so that the next "
+           "`bitsweep sweep` runs its cell again")
+    for line in frames.damaged:
+        print(f"bitsweep report: damaged record: {line}; left out of the report{fix}",
+              file=sys.stderr)
+    if frames.unverified:
+        print(f"bitsweep report: {frames.unverified} finished trial(s) were stored before results "
+              "carried a checksum: used unverified", file=sys.stderr)
 
 
 REPORT_SUBDIR = "report"  # RUNS/<study>/report/: a study's own report, beside its trials

@@ -69,7 +69,9 @@ from suite.run.files import CONFIG_NAME, CURVES_NAME, RESULT_NAME
 from suite.run.files import CURVE_COLUMNS as RUN_CURVE_COLUMNS
 from suite.run.files import CURVE_RENAMED as RUN_CURVE_RENAMED
 from suite.run.result import RESULT_FIELDS
+from suite.sweep.checksum import verify
 from suite.sweep.slots import slot_identity
+from suite.sweep.studyspec import SPECS_ATTR
 
 # --- precision labels ------------------------------------------------------------------------
 # suite.quant.resolution is the one definition; these wrappers add what a reader of old or
@@ -199,6 +201,9 @@ class StudyFrames:
     study_name: str | None = None
     source: str = ""
     config_keys: tuple[str, ...] = field(default_factory=tuple)
+    damaged: tuple[str, ...] = ()  # trials whose stored result failed its checksum, as sentences
+    unverified: int = 0  # finished trials stored before results carried a checksum
+    specs: tuple[str, ...] = ()  # every spec (YAML) of a study extended with `sweep --extend`
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -268,7 +273,7 @@ def frames_from_records(
             run_id=str(rec["run_id"]),
             trial=rec.get("trial"),
             state=state,
-            status=_status(state, result.get("diverged")),
+            status=rec.get("status") or _status(state, result.get("diverged")),
             error=rec.get("error"),
             cell=rec.get("cell", row.get("cell")),
         )
@@ -414,32 +419,49 @@ def load_study(study_name: str, storage: Any) -> StudyFrames:
         where = type(storage).__name__  # already a storage object
     study = optuna.load_study(study_name=study_name, storage=storage)
     records = []
+    damaged: list[str] = []
+    unverified = 0
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         config = attrs.get("config") or dict(t.params)
-        records.append(
-            {
-                "run_id": f"trial-{t.number}",
-                "trial": t.number,
-                "state": t.state.name,
-                "result": attrs.get("result"),
-                "curves": attrs.get("curves"),
-                "config": config,
-                "cell": attrs.get("cell"),
-                "error": attrs.get("error"),
-                **{k: attrs.get(k) for k in _QUEUE_ATTRS},
-            }
-        )
+        record = {
+            "run_id": f"trial-{t.number}",
+            "trial": t.number,
+            "state": t.state.name,
+            "result": attrs.get("result"),
+            "curves": attrs.get("curves"),
+            "config": config,
+            "cell": attrs.get("cell"),
+            "error": attrs.get("error"),
+            **{k: attrs.get(k) for k in _QUEUE_ATTRS},
+        }
+        intact = verify(attrs)
+        if attrs.get("failure") == "damaged":  # failed by repair-journal, its cell queued again
+            record.update(result=None, curves=None)
+        elif intact is False:  # changed after it was written: shown as damage, never used
+            damaged.append(f"trial {t.number} (cell {attrs.get('cell')}): {DAMAGED}")
+            record.update(result=None, curves=None, status="failed", failure="damaged",
+                          error=f"damaged: {DAMAGED}; its result is left out")
+        elif intact is None and attrs.get("result") is not None:
+            unverified += 1
+        records.append(record)
     if not records:
         raise EmptyStudy(f"study {study_name!r} in {where} has no trials yet")
     spec = study.user_attrs.get("spec")
     spec_yaml = study.user_attrs.get("spec_yaml")
     if spec is None and spec_yaml:
         spec = _parse_yaml(spec_yaml)
-    return frames_from_records(
+    frames = frames_from_records(
         records, spec=spec, spec_yaml=spec_yaml, study_name=study_name,
         source=f"Optuna study {study_name!r} in {where}",
     )
+    frames.damaged, frames.unverified = tuple(damaged), unverified
+    frames.specs = tuple(study.user_attrs.get(SPECS_ATTR) or ())
+    return frames
+
+
+DAMAGED = ("its stored config and result do not match the checksum written with them (changed "
+           "after the run finished, or moved from another trial)")
 
 
 def _parse_yaml(text: str) -> dict | None:

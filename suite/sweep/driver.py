@@ -35,6 +35,7 @@ from suite.sweep.slots import slot_identity
 from suite.sweep.spec import SweepSpec
 from suite.sweep.storage import describe, redact, redact_all
 from suite.sweep.study import open_study
+from suite.sweep.studyspec import adopt_spec
 from suite.sweep.trial import _epoch_callbacks, _monitor_metric, _read_curves, axis_params
 from suite.sweep.workers import (
     WorkerPlan,
@@ -123,8 +124,11 @@ def _wandb_offline(spec: SweepSpec, runs_root: Path) -> bool:
 
 def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | None = None,
               n_trials: int | None = None, runs_root: Path = Path("runs"),
-              threads: int | None = None, grace: float = GRACE_SECONDS) -> dict[str, Any]:
+              threads: int | None = None, grace: float = GRACE_SECONDS,
+              extend: bool = False) -> dict[str, Any]:
     """Run (or resume, or join) the study of ``spec``; returns a summary of the study's state.
+
+    A study made with another spec is refused (OtherSpec) unless ``extend`` adds this spec's runs.
 
     ``n_trials``: start at most this many trials on this machine. ``grace``: seconds without a
     heartbeat after which another machine's running trial counts as lost.
@@ -139,6 +143,8 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     url = storage_url(spec, storage, runs_root)
     start = time.perf_counter()
     study = open_study(spec, url)
+    with queue_lock(url):  # before the spec attrs: a refused spec leaves the study as it was
+        adopt_spec(study, spec, _spec_yaml(spec), extend=extend, where=describe(url))
     study.set_user_attr("spec", redact_all(spec.raw))  # a storage: URL's password stays out
     study.set_user_attr("spec_yaml", _spec_yaml(spec))
     with queue_lock(url):

@@ -7,7 +7,7 @@ A journal file is checked before Optuna reads it. Its last record cut short (a c
 disk in the middle of an append) is set aside by a writer (kept in ``<journal>.torn-<time>``, said
 once on stderr) and skipped in memory by a reader, which never modifies a journal. A damaged record
 anywhere else is an error that names the file, the line and ``bitsweep repair-journal``
-(repair_journal: a backup of the file, every intact record kept).
+(suite.sweep.repair: a backup of the file, every result kept on its own trial).
 
 Light on purpose: the report imports it, so Optuna and SQLAlchemy load inside the functions that
 need them, and torch and Lightning never.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -296,77 +295,8 @@ class _Line:
     number: int
     data: bytes
     intact: bool
-    salvaged: bytes | None = None  # a whole record found at the end of a damaged line
-
-
-def _salvage(line: bytes) -> bytes | None:
-    """The whole record in a damaged line: one that lacks only its newline, or one a writer
-    appended after a torn record (the line then starts with the torn part)."""
-    if _record(line) is not None:
-        return line + b"\n"
-    start = line.find(_RECORD_START, 1)
-    while start > 0:
-        if _record(line[start:]) is not None:
-            return line[start:].rstrip(b"\r\n") + b"\n"
-        start = line.find(_RECORD_START, start + 1)
-    return None
 
 
 def _scan(data: bytes) -> list[_Line]:
-    lines = []
-    for number, line in enumerate(data.splitlines(keepends=True), start=1):
-        intact = line.endswith(b"\n") and _record(line) is not None
-        lines.append(_Line(number, line, intact, None if intact else _salvage(line)))
-    return lines
-
-
-@dataclass(frozen=True)
-class Repair:
-    """What repair_journal did: the backup, and the line numbers left out or recovered."""
-
-    backup: Path
-    kept: int
-    left_out: tuple[int, ...]
-    salvaged: tuple[int, ...]
-
-
-def repair_journal(path: str | Path) -> Repair | None:
-    """Rewrite a damaged journal with every intact record (and a whole record found at the end
-    of a damaged line); the original is kept as ``<journal>.bak-<time>``. None: nothing to repair.
-
-    Run it with no sweep writing the study: running processes keep byte offsets into the file.
-    """
-    import optuna
-    from optuna.storages.journal._file import get_lock_file
-
-    if is_url(str(path)):  # checked on the text: a Path makes sqlite:/// into sqlite:/
-        raise StorageError(f"{describe(str(path))} is a database URL; {REPAIR_COMMAND} repairs a "
-                           "journal file (e.g. runs/<study>/optuna.journal)")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no journal file at {path}: give the path of the study's journal "
-                                "(e.g. runs/<study>/optuna.journal)")
-    with get_lock_file(_journal_lock(path)):  # no append lands between reading and replacing
-        lines = _scan(path.read_bytes())
-        if all(line.intact for line in lines):
-            return None
-        kept = [line.data if line.intact else line.salvaged for line in lines]
-        draft = path.with_name(path.name + ".repair-tmp")
-        with draft.open("wb") as fh:
-            fh.write(b"".join(k for k in kept if k is not None))
-            os.fsync(fh.fileno())
-        try:  # Optuna must replay the result whole before it replaces anything
-            optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(draft)))
-        except Exception as err:
-            draft.unlink()
-            raise StorageError(f"journal {path}: without its damaged lines Optuna still cannot read "
-                               f"it ({err}); nothing was changed") from None
-        backup = _free_name(path, "bak")
-        try:  # the original bytes under a new name before the swap; a link costs no space
-            os.link(path, backup)
-        except OSError:
-            shutil.copy2(path, backup)
-        os.replace(draft, path)
-    return Repair(backup, sum(k is not None for k in kept),
-                  tuple(line.number for line in lines if not line.intact and not line.salvaged),
-                  tuple(line.number for line in lines if line.salvaged))
+    return [_Line(number, line, line.endswith(b"\n") and _record(line) is not None)
+            for number, line in enumerate(data.splitlines(keepends=True), start=1)]

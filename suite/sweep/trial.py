@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from suite.run.config import RunConfig
+from suite.sweep.checksum import CHECKSUM_ATTR, record_checksum
 from suite.sweep.queue import Heartbeat, worst_value
 from suite.sweep.spec import SweepSpec
 from suite.sweep.tuning import suggest
@@ -150,6 +151,8 @@ def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
             trial.study.tell(trial, state=TrialState.FAIL)
             return "failed"
     trial.set_user_attr("result", result)
+    trial.set_user_attr(CHECKSUM_ATTR, record_checksum(  # the report checks it before any use
+        slot=attrs.get("slot"), cell=attrs.get("cell"), config=config.to_dict(), result=result))
     trial.set_user_attr("curves", _read_curves(run_dir / "curves.csv"))
     trial.set_user_attr("diverged", bool(result.get("diverged")))
     value = result.get(spec.metric)

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from suite.run.config import ConfigError, RunConfig
+from suite.sweep.checksum import CHECKSUM_ATTR, record_checksum
 from suite.sweep.spec import SpecError, SweepSpec, TuneParam, load_spec, parse_spec
 
 
@@ -146,7 +147,9 @@ def agent_run(spec_path: str | Path, extra: list[str], *, runs_root: Path = Path
         user_attrs={"config": config.to_dict(), "result": result, "cell": cell,
                     "curves": curves, "source": "wandb-agent",
                     "diverged": bool(result.get("diverged")), "run_dir": str(run_dir),
-                    "host": socket.gethostname()},
+                    "host": socket.gethostname(),
+                    CHECKSUM_ATTR: record_checksum(slot=None, cell=cell, config=config.to_dict(),
+                                                   result=result)},
     ))
     return result
 

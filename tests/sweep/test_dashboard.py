@@ -79,7 +79,7 @@ def test_a_grown_grid_records_what_the_study_first_recorded(tmp_path, capsys):
     one = {"study": "grown", "fixed": {**FIXED, "epochs": 1}, "grid": {"precision": ["fp32"]}}
     run_sweep(parse_spec(one), runs_root=runs)
     grown = {**one, "grid": {"precision": [1, "fp32"]}}
-    summary = run_sweep(parse_spec(grown), runs_root=runs)
+    summary = run_sweep(parse_spec(grown), runs_root=runs, extend=True)
     assert summary["complete"] == 2
     study = optuna.load_study(study_name="grown",
                               storage=open_storage(str(runs / "grown" / "optuna.journal")))

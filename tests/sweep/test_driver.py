@@ -176,7 +176,7 @@ def test_editing_a_fixed_value_queues_new_runs_and_keeps_the_old(tmp_path, write
     runs = tmp_path / "runs"
     run_sweep(load_spec(write_spec(raw)), runs_root=runs)
     raw["fixed"] = {**FIXED, "epochs": 2}
-    summary = run_sweep(load_spec(write_spec(raw)), runs_root=runs)
+    summary = run_sweep(load_spec(write_spec(raw)), runs_root=runs, extend=True)
     trials = load(runs, "edit").trials
     assert sorted(t.user_attrs["config"]["epochs"] for t in trials) == [1, 1, 2, 2]
     assert all(t.state == TrialState.COMPLETE for t in trials) and summary["complete"] == 4
@@ -189,7 +189,7 @@ def test_adding_a_grid_with_a_new_axis_keeps_every_finished_cell(tmp_path, write
     runs = tmp_path / "runs"
     run_sweep(load_spec(write_spec(raw)), runs_root=runs)
     raw["grid"].append({"model": ["cnn"], "precision": ["bnn"], "conv_norm": ["c"]})
-    summary = run_sweep(load_spec(write_spec(raw)), runs_root=runs)
+    summary = run_sweep(load_spec(write_spec(raw)), runs_root=runs, extend=True)
     trials = load(runs, "grow").trials
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert summary["trials"] == 3 and summary["complete"] == 3

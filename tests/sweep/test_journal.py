@@ -10,6 +10,7 @@ backup and every intact record.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -154,7 +155,11 @@ def test_damage_in_the_middle_names_the_line_and_the_repair_that_keeps_every_rec
     assert f"left out damaged line(s) {number}" in out
     kept = _lines(damaged)
     del kept[number - 1]
-    assert journal.read_bytes() == b"".join(kept)
+    repaired = _lines(journal.read_bytes())
+    # Every intact record is kept, but the one that finished a trial which lost part of its
+    # record: that trial is failed as damaged instead (tests/sweep/test_repair.py).
+    missing = [line for line in kept if line not in repaired]
+    assert len(missing) <= 1 and all(json.loads(line)["op_code"] == 6 for line in missing)
 
     assert _sweep(study_dir) == 0  # resumes from every intact record
     per_slot = _complete_per_slot(journal)
