@@ -219,6 +219,21 @@ def _check_task(config: RunConfig, data: DataSplits) -> None:
                           "use auto or contiguous")
 
 
+def check_model(config: RunConfig, data: DataSplits) -> None:
+    """Raise ConfigError for what a run of ``config`` on ``data`` would refuse in its set-up
+    about the user's code: a loader's data that does not fit the model, a user model that does
+    not import, build, quantise or map a batch to logits of the right shape. A sweep asks in its
+    parent, before any storage exists (suite.sweep.driver.check_datasets)."""
+    _check_task(config, data)
+    if not is_user_model(config.model):
+        return
+    try:
+        spec = spec_for(config, data)
+        check_outputs(model_from_spec(spec), _sample(data), data.task, data.num_classes)
+    except (UserModelError, ValueError, TypeError) as err:
+        raise ConfigError(f"model={config.model!r}{_args(config, 'model')}: {err}") from None
+
+
 def _sample(data: DataSplits) -> torch.Tensor:
     """Two validation examples as the model sees them (uint8 images normalised)."""
     x = data.val_x[:2]

@@ -81,34 +81,48 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def check_datasets(spec: SweepSpec, *, keep: bool = False) -> None:
-    """Load every dataset the grid names, once per (dataset, data_dir, subset), downloads allowed:
-    a missing one is fetched into the cache now, once, instead of failing every trial later.
-    Raises ConfigError naming the dataset, with the data layer's message. ``keep``: leave them
-    in this process's dataset cache, for a worker that runs here."""
-    from suite.data import load_dataset
-    from suite.run.config import ConfigError
-    from suite.run.train import dataset_for
+_MODEL_FIELDS = ("model", "model_args", "width", "precision", "scale_rule", "per_channel",
+                 "quantize_bias", "conv_norm", "layers", "keep_fp32")
 
-    seen: set[tuple[Any, ...]] = set()
+
+def check_datasets(spec: SweepSpec, *, keep: bool = False) -> None:
+    """Load every dataset the grid names, once per load request (suite.data.load_request, the
+    seed aside: it only picks a subset), downloads allowed: a missing one is fetched into the
+    cache now, once, instead of failing every trial later. On that data, the user's code is
+    checked once per model configuration (suite.run.train.check_model: the factory imports,
+    builds, quantises and gives logits of the right shape; a loader's data fits the model), as
+    a run would in its set-up. Raises ConfigError naming the field, with the underlying error.
+    ``keep``: leave the data in this process's dataset cache, for a worker that runs here."""
+    import json
+
+    from suite.data import load_dataset, load_request, names
+    from suite.models.names import is_user_model
+    from suite.run.config import ConfigError
+    from suite.run.train import check_model, dataset_for
+
+    by_data: dict[str, list[Any]] = {}
     for cell in spec.cells:
         # as the run will load it: Food-101 at its image_size, a corpus in its tokenizer
-        key = (cell.dataset, cell.data_dir, cell.subset, cell.image_size, cell.tokenizer,
-               cell.vocab_size)
-        if key in seen:
-            continue
-        seen.add(key)
+        request = {k: v for k, v in load_request(cell).items() if k != "seed"}
+        by_data.setdefault(json.dumps(request, sort_keys=True), []).append(cell)
+    checked: set[str] = set()
+    for data_key, cells in by_data.items():
+        cell = cells[0]
         try:
-            if keep:
-                dataset_for(cell)
-            else:  # the workers load their own; this process would only hold on to it
-                load_dataset(cell.dataset, data_dir=cell.data_dir, subset=cell.subset,
-                             seed=cell.seed, block_size=cell.block_size,
-                             image_size=cell.image_size, tokenizer=cell.tokenizer,
-                             vocab_size=cell.vocab_size)
+            # the workers load their own; without keep this process holds it for the checks only
+            data = dataset_for(cell) if keep else load_dataset(**load_request(cell))
         except (ValueError, OSError) as err:  # DatasetError is a ValueError
             where = f" (data_dir={cell.data_dir!r})" if cell.data_dir else ""
-            raise ConfigError(f"dataset={cell.dataset!r}{where}: {err}") from None
+            args = f" (dataset_args={cell.dataset_args!r})" if cell.dataset_args else ""
+            raise ConfigError(f"dataset={cell.dataset!r}{args}{where}: {err}") from None
+        for cell in cells:
+            if not (is_user_model(cell.model) or names.is_user_dataset(cell.dataset)):
+                continue
+            # what builds the model: one check per distinct model, whatever else the cells vary
+            key = json.dumps([data_key, *(getattr(cell, f, None) for f in _MODEL_FIELDS)])
+            if key not in checked:
+                checked.add(key)
+                check_model(cell, data)
 
 
 def _wandb_offline(spec: SweepSpec, runs_root: Path) -> bool:
