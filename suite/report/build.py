@@ -29,6 +29,7 @@ from suite.report.figures import FIGURES, FigureOutput, Unavailable
 from suite.report.frame import StudyFrames
 from suite.report.lrstress import STABLE_ACC_MARGIN, run_max_stable_lr
 from suite.report.stats import ReportData, prepare
+from suite.report.summary import collapsed, summary_markdown
 from suite.report.tables import (
     CLAIMS_RULES_FORMAT,
     CLAIMS_TEX_FORMAT,
@@ -106,10 +107,18 @@ def build_report(
 
 
 def _results_with_lr_limit(frames: StudyFrames, data: ReportData) -> pd.DataFrame:
-    """results.csv: every run, and last the max stable lr of its setting (lrstress; NaN outside
-    an lr sweep and where not even the smallest lr was stable)."""
+    """results.csv: every run; ``collapsed`` where runs recorded top_class_share (summary);
+    ``best_in_cell`` in a tuned study (the trial each cell is compared by, stats.Tuning); and
+    last the max stable lr of its setting (lrstress; NaN outside an lr sweep and where not even
+    the smallest lr was stable). Studies without those keep the columns they always had."""
+    out = frames.results
+    flag = collapsed(out)
+    if flag is not None:
+        out = out.assign(collapsed=flag)
+    if data.tuning is not None:
+        out = out.assign(best_in_cell=out["run_id"].isin(set(data.runs["run_id"])))
     limit = run_max_stable_lr(data)
-    return frames.results.assign(max_stable_lr=frames.results["run_id"].map(limit).astype(float))
+    return out.assign(max_stable_lr=out["run_id"].map(limit).astype(float))
 
 
 # --- figures and tables ----------------------------------------------------------------------
@@ -244,7 +253,8 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
     try:
         out.append(_Table(
             "summary", "Per-configuration summary", summary_table(data),
-            f"{acc.capitalize()} accuracy per configuration: mean ± std over seeds (n runs); gap "
+            f"{acc.capitalize()} accuracy ({data.acc_col}) per configuration: mean ± std over "
+            "seeds (n runs); gap "
             "to the fp32 runs of the same setting with its Welch 95% interval; diverged runs; "
             "mean validation-loss spikes; stored weight size.",
         ))
@@ -256,7 +266,8 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
         out.append(_Table(
             "budget", "Best resolution under a memory budget", df,
             f"Most accurate resolution per model when each weight may take at most the given "
-            f"number of bits (mean {acc} accuracy over seeds); a row appears only where a larger "
+            f"number of bits (mean {acc} accuracy, {data.acc_col}, over seeds); a row appears "
+            "only where a larger "
             f"budget changes the answer.{held}",
         ))
     except TableUnavailable as exc:
@@ -269,7 +280,9 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
         "claims", "Claims of the papers against this study", claims_table(claims),
         "Each claim's statistic: difference in means over matched settings with a 95% CI (the "
         "wider of a seeded stratified bootstrap and a Welch t interval); the verdict follows "
-        "the rule of its claim.",
+        "the rule of its claim (each stated once, with its statistic, in the rules section); "
+        f"accuracies are {data.acc_col or 'not reported'}; holds: the share of resamples that "
+        "give the same verdict.",
     ))
     for t in out:
         (table_dir / f"{t.name}.md").write_text(to_markdown(t.df))
@@ -340,6 +353,10 @@ def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables
         "",
         f"Built {now}" + (f" with `{command}`" if command else "")
         + (f" in `{cwd}`." if cwd else "."),
+        "",
+        "## Summary",
+        "",
+        *summary_markdown(frames, data, claims),
         "",
         "## Provenance",
         "",

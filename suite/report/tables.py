@@ -40,6 +40,12 @@ def _fmt_value(v: object) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
+def acc_header(data: ReportData) -> str:
+    """The accuracy column's header, naming the metric (test_acc, val_acc, ...) so a reader can
+    match it with what the sweep printed."""
+    return f"{data.acc_col or 'accuracy'} (%)"
+
+
 def _varying(data: ReportData) -> list[str]:
     runs = data.runs
     return [a for a in data.axes
@@ -67,7 +73,7 @@ def summary_table(data: ReportData) -> pd.DataFrame:
     out["resolution"] = t["precision"].to_numpy()
     out["bits"] = [_fmt(precision_bits(p), 2) for p in t["precision"]]
     out["n"] = t["runs"].astype(int).to_numpy()
-    out["accuracy (%)"] = [f"{_fmt(m)} ± {_fmt(s)}" if n > 1 else _fmt(m)
+    out[acc_header(data)] = [f"{_fmt(m)} ± {_fmt(s)}" if n > 1 else _fmt(m)
                            for m, s, n in zip(t["mean"], t["std"], t["n"], strict=True)]
     # A difference of two accuracies lies in [-100, 100] points; a t interval of 2 seeds can
     # reach past that, and is cut there.
@@ -108,7 +114,7 @@ def budget_table(data: ReportData) -> tuple[pd.DataFrame, list[str]]:
             gap = best["mean"] - ref.iloc[0] if len(ref) else float("nan")
             rows.append({
                 "model": fam, "budget (bits/weight)": f"≤ {b:g}", "best resolution": last,
-                "accuracy (%)": (f"{best['mean']:.1f} ± {_fmt(best['std'])}"
+                acc_header(data): (f"{best['mean']:.1f} ± {_fmt(best['std'])}"
                                  if best["n"] > 1 else f"{best['mean']:.1f}"),
                 "n": int(best["n"]),
                 "gap to fp32 (pts)": "–" if math.isnan(gap) else f"{gap:+.1f}",

@@ -94,9 +94,13 @@ class Test:
     censored: str | None = None
 
     @property
-    def rule(self) -> str:
-        """The whole rule in words: the preconditions, then the interval's rules."""
-        text = rule_text(self.kind, self.margin, self.unit)
+    def interval_rule(self) -> str:
+        """The rules of the interval alone (claims of one kind and margin share them)."""
+        return rule_text(self.kind, self.margin, self.unit)
+
+    def worded(self, interval: str) -> str:
+        """The whole rule: the preconditions, then ``interval`` (the interval's rules, or a
+        reference to where they were stated)."""
         first = []
         if self.stable_below is not None:
             first.append(f"the zero-free runs were stable to begin with (mean instability under "
@@ -105,8 +109,13 @@ class Test:
         if self.censored is not None:
             first.append(self.censored)
         if not first:
-            return text
-        return f"first, inconclusive whenever {' or '.join(first)}; otherwise {text}"
+            return interval
+        return f"first, inconclusive whenever {' or '.join(first)}; otherwise {interval}"
+
+    @property
+    def rule(self) -> str:
+        """The whole rule in words: the preconditions, then the interval's rules."""
+        return self.worded(self.interval_rule)
 
 
 def reason(test: Test, verdict: str, lo: float, hi: float) -> str:

@@ -82,9 +82,13 @@ def rules_markdown(acc_col: str | None = None) -> str:
         _lr_paragraph(),
         "",
     ]
+    first: dict[str, str] = {}  # interval rules shared by claims are written out once
     for claim in CLAIMS:
+        interval = claim.test.interval_rule
+        rule = claim.test.worded(f"as {first[interval]}" if interval in first else interval)
+        first.setdefault(interval, claim.id)
         lines.append(f"- **{claim.id}** ({claim.source}): {claim.claim}. Statistic: "
-                     f"{claim.statistic}. Rule: {claim.rule}.")
+                     f"{claim.statistic}. Rule: {rule}.")
     return "\n".join(lines)
 
 
