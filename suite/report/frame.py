@@ -30,6 +30,9 @@ result field follows them, in name order):
     lr                float
     width             float model width knob (NaN when the model has none)
     scale_rule        str
+    (keep_fp32 and layers, RunConfig's per-layer resolution, follow as config columns once a run
+    records them: none|first|last|ends, and the rules as JSON text; a run whose files leave them
+    out holds their defaults, none and [])
     params, params_quantized                    parameter counts
     train_loss, val_loss, val_acc, best_val_acc, test_acc, val_ppl, test_ppl
     best_epoch        Int64
@@ -177,7 +180,9 @@ CURVE_COLUMNS: tuple[str, ...] = ("run_id", *CURVE_GROUP_COLUMNS, "epoch", *CURV
 # Config fields that are sweep axes by construction; other config fields join the grouping only
 # when they look like an axis (see setting_axes).
 CORE_AXES: tuple[str, ...] = ("task", "dataset", "model", "width", "augment", "epochs")
-_OPTIONAL_AXES: tuple[str, ...] = ("lr", "scale_rule")
+_OPTIONAL_AXES: tuple[str, ...] = ("lr", "scale_rule", "keep_fp32", "layers")
+# Config columns whose absence means the default (run files leave defaults of later fields out).
+_ABSENT_MEANS = {"keep_fp32": "none", "layers": "[]"}
 # Name parts (split on "_") of config fields that are bookkeeping, never sweep axes.
 _NOT_AXES = frozenset({
     "seed", "dir", "path", "file", "name", "id", "wandb", "git", "time", "device", "storage",
@@ -331,6 +336,9 @@ def _tidy_results(df: pd.DataFrame) -> pd.DataFrame:
         text = df["val_ppl"].notna() if "val_ppl" in df else pd.Series(False, index=df.index)
         df["task"] = df["task"].where(df["task"].notna(), np.where(text, "text", "image"))
         df["augment"] = df["augment"].where(df["augment"].notna(), "none")
+        for col, default in _ABSENT_MEANS.items():
+            if col in df:  # only studies that recorded the field get its column
+                df[col] = df[col].where(df[col].notna(), default)
     for col, dtype in _DTYPES.items():
         if dtype == "int":
             df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")

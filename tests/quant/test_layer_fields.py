@@ -87,3 +87,20 @@ def test_built_in_family_honours_keep_fp32_and_layer_rules() -> None:
     again.load_state_dict(model.state_dict())
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(again(x), model(x))
+
+
+def test_results_get_a_column_each_and_keep_fp32_is_a_report_axis() -> None:
+    from suite.report.frame import frames_from_records, setting_axes
+
+    records = []
+    for i, (policy, seed) in enumerate([(p, s) for p in ("none", "ends") for s in (0, 1)]):
+        config = RunConfig(precision="2", keep_fp32=policy, seed=seed, epochs=1)
+        # a run directory's config.json leaves defaults out: the first run's holds no keep_fp32
+        stored = config.to_file_dict() if i == 0 else config.to_dict()
+        records.append({"run_id": f"r{i}", "state": "COMPLETE", "config": stored,
+                        "result": {"val_acc": 0.5 + 0.1 * i, "test_acc": 0.5, "diverged": False}})
+    frames = frames_from_records(records)
+    assert list(frames.results.sort_values("run_id")["keep_fp32"]) == ["none", "none", "ends", "ends"]
+    assert set(frames.results["layers"]) == {"[]"}
+    assert "keep_fp32" in setting_axes(frames)
+    assert "layers" not in setting_axes(frames)  # one value: not an axis
