@@ -22,6 +22,7 @@ from suite.quant.fake import (
     fake_quantize,
     level_indices,
 )
+from suite.quant.names import CONV_NORMS
 from suite.quant.resolution import FP32, Resolution, parse_resolution
 from suite.quant.scale import DEFAULT_SCALE_RULE, ScaleRule, check_scale_rule, compute_scale, get_scale_rule
 
@@ -31,7 +32,8 @@ from suite.quant.scale import DEFAULT_SCALE_RULE, ScaleRule, check_scale_rule, c
 #   c   - channels at each pixel (Keras LayerNormalization's default axis=-1),
 #   hw  - each channel over space (instance-norm style; this cancels a per-channel bias exactly,
 #         so binary conv biases do nothing).
-CONV_NORM_AXES = {"chw": (1, 2, 3), "c": (1,), "hw": (2, 3)}
+# (the names, without torch: suite/quant/names.py CONV_NORMS)
+CONV_NORM_AXES = dict(zip(CONV_NORMS, ((1, 2, 3), (1,), (2, 3)), strict=True))
 # The same choices for a (N, C, L) Conv1d output: "hw" is then the one spatial axis.
 _CONV1D_NORM_AXES = {"chw": (1, 2), "c": (1,), "hw": (2,)}
 

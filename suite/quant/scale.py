@@ -41,10 +41,9 @@ from suite.quant.fake import (
     fake_quantize_stretched,
     stretched_step,
 )
+from suite.quant.names import SCALE_RULES  # noqa: F401 - the built-in rules' names, without torch
 
-# The built-in rules' names, read from this source by RunConfig's validation (without torch);
-# the rules themselves are the registered objects below.
-SCALE_RULES = ("gauss", "absmean", "absmax", "lsq", "seq")
+# The rules themselves are the registered objects below.
 DEFAULT_SCALE_RULE = "gauss"
 _MIN_SCALE = 1e-8  # an all-zero tensor still gets a non-degenerate grid
 

@@ -85,12 +85,10 @@ def spec_for(config: RunConfig, data: DataSplits) -> dict[str, Any]:
     if is_user_model(config.model):
         from suite.models.registry import qconfig_to_dict
 
-        layers = getattr(config, "layers", None)  # RunConfig.layers, keep_fp32: quantize_'s rules
         return user_spec(config.model, qconfig=qconfig_to_dict(quant_config(config)),
                          input_shape=data.input_shape, num_classes=data.num_classes,
                          width=config.width, model_args=config.model_args, task=data.task,
-                         layers=list(layers) if layers else None,
-                         keep_fp32=getattr(config, "keep_fp32", "none"))
+                         layers=list(config.layers) or None, keep_fp32=config.keep_fp32)
     return model_spec(config.model, qconfig=quant_config(config), input_shape=data.input_shape,
                       num_classes=data.num_classes, width=config.width, depth=config.depth,
                       norm=config.norm, layers=config.layers, keep_fp32=config.keep_fp32)
@@ -232,6 +230,36 @@ def check_model(config: RunConfig, data: DataSplits) -> None:
         check_outputs(model_from_spec(spec), _sample(data), data.task, data.num_classes)
     except (UserModelError, ValueError, TypeError) as err:
         raise ConfigError(f"model={config.model!r}{_args(config, 'model')}: {err}") from None
+
+
+def _sample(data: DataSplits) -> torch.Tensor:
+    """Two validation examples as the model sees them (uint8 images normalised)."""
+    x = data.val_x[:2]
+    if data.pixel_norm is not None:
+        from suite.data.images import normalise_batch, pixel_stats
+
+        x = normalise_batch(x, pixel_stats(*data.pixel_norm))
+    return x
+
+
+def _args(config: RunConfig, source: str) -> str:
+    args = getattr(config, f"{source}_args")
+    return f" ({source}_args={args!r})" if args else ""
+
+
+def _check_task(config: RunConfig, data: DataSplits) -> None:
+    """What RunConfig could not check before a user loader said what its data is."""
+    wanted = model_task(config.model)
+    if wanted is not None and wanted != data.task:
+        kind = "a text corpus" if wanted == "text" else "an image dataset"
+        raise ConfigError(f"dataset={config.dataset!r}: model {config.model!r} needs {kind}, but "
+                          f"the loader gave {data.task} data")
+    if data.task == "text" and config.augment != "none":
+        raise ConfigError(f"augment={config.augment!r}: dataset {config.dataset!r} is text, which "
+                          "takes no augmentation; use none")
+    if data.task == "text" and config.memory_format == "channels_last":
+        raise ConfigError(f"memory_format='channels_last': dataset {config.dataset!r} is text; "
+                          "use auto or contiguous")
 
 
 def _sample(data: DataSplits) -> torch.Tensor:

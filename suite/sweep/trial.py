@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from suite.run.config import RunConfig
+from suite.run.files import CURVES_NAME
 from suite.sweep.checksum import CHECKSUM_ATTR, record_checksum
 from suite.sweep.queue import Heartbeat, worst_value
 from suite.sweep.spec import SweepSpec
@@ -136,7 +137,7 @@ def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
                            wandb_dir=study_dir, run_name=f"{spec.study}/t{trial.number}",
                            progress=False)
         except optuna.TrialPruned:
-            trial.set_user_attr("curves", _read_curves(run_dir / "curves.csv"))
+            trial.set_user_attr("curves", _read_curves(run_dir / CURVES_NAME))
             trial.study.tell(trial, state=TrialState.PRUNED)
             return "pruned"
         except KeyboardInterrupt:

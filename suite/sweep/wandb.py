@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from suite.run.config import ConfigError, RunConfig
+from suite.run.files import CURVES_NAME
 from suite.sweep.checksum import CHECKSUM_ATTR, record_checksum
 from suite.sweep.spec import SpecError, SweepSpec, TuneParam, load_spec, parse_spec
 
@@ -134,7 +135,7 @@ def agent_run(spec_path: str | Path, extra: list[str], *, runs_root: Path = Path
     study = open_study(spec, storage_url(spec, storage, Path(runs_root)))
     value = result.get(spec.metric)
     ok = isinstance(value, (int, float)) and math.isfinite(value)
-    curves = _read_curves(run_dir / "curves.csv")
+    curves = _read_curves(run_dir / CURVES_NAME)
     params, distributions = _agent_params(study, spec, config, given)
     # the objective per epoch at the 0-based steps the sweep's reporter uses, so the dashboard
     # draws an agent's learning curve beside the sweep's

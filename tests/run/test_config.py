@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -102,3 +103,66 @@ def test_group_leaves_out_only_the_seed_and_bookkeeping() -> None:
                    {"precision": "1"}, {"augment": "standard"}, {"weight_decay": 0.1}):
         assert base.replace(**change).group() != base.group(), change
     assert base.replace(wandb_group="mine").group() == "mine"
+
+
+def test_a_user_model_and_dataset_are_named_by_import_strings_without_importing_them() -> None:
+    import sys
+
+    config = RunConfig(model="not_imported_pkg.models:make", model_args={"depth": 3, "act": "gelu"},
+                       dataset="not_imported_pkg.data:load", dataset_args={"n": 10})
+    assert "not_imported_pkg" not in sys.modules  # validation checks the form only
+    assert config.task is None and config.norm == "auto"
+    assert RunConfig.from_dict(config.to_dict()) == config
+    assert hash(config) == hash(RunConfig.from_dict(config.to_dict()))  # dict fields: no hash
+
+
+def test_model_args_change_the_fingerprint_but_their_default_does_not() -> None:
+    base = RunConfig(model="pkg.m:make")
+    assert "model_args" not in base.to_file_dict() and "dataset_args" not in base.to_file_dict()
+    with_args = base.replace(model_args={"hidden": 8})
+    assert with_args.fingerprint() != base.fingerprint()
+    assert with_args.fingerprint() == base.replace(model_args={"hidden": 8}).fingerprint()
+    assert with_args.group() != base.group()
+
+
+@pytest.mark.parametrize(("changes", "says"), [
+    ({"model": "pkg.models.make"}, "model='pkg.models.make': unknown model"),
+    ({"model": "pkg:make", "model_args": {"num_classes": 3}}, "model_args="),
+    ({"model": "pkg:make", "model_args": ["hidden"]}, "model_args=['hidden']: must be a mapping"),
+    ({"model": "pkg:make", "model_args": {"f": float("nan")}}, "JSON data"),
+    ({"model": "pkg:make", "depth": 3}, "depth=3: a user model takes its own arguments"),
+    ({"model": "pkg:make", "norm": "batch"}, "norm='batch': choose one of auto"),
+    ({"model": "cnn", "model_args": {"hidden": 3}}, "model 'cnn' is built in"),
+    ({"dataset": "digits", "dataset_args": {"n": 3}}, "dataset 'digits' is built in"),
+    ({"dataset": "pkg:load", "image_size": 32}, "image_size=32 applies to the built-in datasets"),
+])
+def test_bad_user_fields_name_the_field(changes, says) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        RunConfig(**changes)
+
+
+def test_registered_names_are_choices_in_this_process() -> None:
+    from suite.data.names import _USER as DATA_USER
+    from suite.data.names import register_dataset
+    from suite.models.names import _USER as MODEL_USER
+    from suite.models.names import register_model
+    from suite.run.config import field_choices
+
+    def factory(**kwargs):  # never called: validation does not build
+        raise AssertionError
+
+    register_model("test-text-net", factory, task="text")
+    register_dataset("test-images", factory, task="image")
+    try:
+        assert "test-text-net" in field_choices("model")
+        assert "test-images" in field_choices("dataset")
+        assert RunConfig(model="test-text-net", dataset="stdlib-text").task == "text"
+        with pytest.raises(ConfigError, match="model 'test-text-net' needs a text corpus"):
+            RunConfig(model="test-text-net", dataset="test-images")
+        with pytest.raises(ValueError, match="already registered"):
+            register_model("test-text-net", lambda **kw: None)
+        with pytest.raises(ValueError, match="built-in"):
+            register_model("cnn", factory)
+    finally:
+        MODEL_USER.pop("test-text-net", None)
+        DATA_USER.pop("test-images", None)
