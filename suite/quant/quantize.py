@@ -162,7 +162,9 @@ def _plan(model: nn.Module, default: Resolution, rules: Sequence[LayerRule], kee
             seen.add(id(module))
             layers[name] = module
     plan = resolve(list(layers), default, rules, keep_fp32)
-    notes: list[str] = []
+    # a rule naming no weight layer is a typo or meant for another model: said, not an error
+    notes = [f"rule {r} matches no weight layer" for r in rules
+             if not any(r.matches(name) for name in layers)]
     first_user: dict[int, str] = {}
     for name, module in layers.items():
         wid = id(module.weight)

@@ -31,6 +31,15 @@ class LayerRow:
     params_quantized: int = 0
     note: str = ""       # e.g. "weight tied to lm_head.weight"
 
+    def as_dict(self) -> dict[str, object]:
+        """name, type, params, resolution, bits, bytes (and note when there is one)."""
+        out: dict[str, object] = {"name": self.name, "type": self.type, "params": self.params,
+                                  "resolution": self.resolution, "bits": self.bits,
+                                  "bytes": self.bytes}
+        if self.note:
+            out["note"] = self.note
+        return out
+
 
 _LAYER_COUNTS = ("weight", "bias", "scale")  # what QuantMixin.precision_counts names
 
@@ -114,6 +123,7 @@ class ParamSummary:
     by_bits: dict[float, int] = field(default_factory=dict)  # stored bits -> count (scales included)
     fp32_bytes: float = 0.0     # every parameter at 32 bits
     quantized_bytes: float = 0.0  # quantised parameters at log2(N) bits, the rest (and scales) at 32
+    layers: tuple[LayerRow, ...] = ()  # the same accounting per module (layer_table)
 
     @property
     def weight_bits(self) -> float:
@@ -133,6 +143,7 @@ class ParamSummary:
             "fp32_bytes": self.fp32_bytes,
             "quantized_bytes": self.quantized_bytes,
             "compression": self.compression,
+            "layer_table": [row.as_dict() for row in self.layers],
         }
 
     def describe(self) -> str:
@@ -168,4 +179,5 @@ def param_summary(model: nn.Module) -> ParamSummary:
         by_bits=dict(by_bits),
         fp32_bytes=4.0 * params,
         quantized_bytes=bits_total / 8.0,
+        layers=tuple(layer_table(model)),
     )

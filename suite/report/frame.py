@@ -272,7 +272,7 @@ def frames_from_records(
         # Result values win: they are what the run actually did; config fills what results omit
         # (a failed trial has only its config).
         row = {k: _scalar(v) for k, v in config.items()}
-        row.update({k: _scalar(v) for k, v in result.items()})
+        row.update({k: _scalar(v) for k, v in result.items() if k not in _NOT_COLUMNS})
         state = str(rec.get("state") or "COMPLETE").upper()
         row.update(
             run_id=str(rec["run_id"]),
@@ -303,6 +303,7 @@ def frames_from_records(
 
 
 _QUEUE_ATTRS = ("slot", "attempt", "failure")  # the sweep driver's per-trial bookkeeping
+_NOT_COLUMNS = frozenset({"layer_table"})  # result fields too large for a cell (result.json has them)
 
 
 def _mark_retried(rows: list[dict[str, Any]], slots: list[str | None]) -> None:

@@ -112,6 +112,9 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     _f("flip_rate_mean", float, "mean flip rate over epochs"),
     _f("grad_norm_max", float, "largest per-epoch gradient norm"),
     _f("params_fp32", int, "parameters stored at 32 bits"),
+    _f("layer_table", list, "the memory accounting per module holding parameters: name, type, "
+       "params, resolution, bits, bytes (suite.quant.summary.layer_table); result.json only, "
+       "not a results.csv column"),
     _f("packed_bits_per_weight", float, "model.bsw bits per quantised weight"),
     _f("entropy_bits_per_weight", float, "entropy of the level indices, bits per weight"),
     _f("packed_compression", float, "fp32 bytes / model.bsw bytes"),

@@ -3,6 +3,7 @@ fingerprints at their defaults, and honoured by the built-in families through th
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -104,3 +105,43 @@ def test_results_get_a_column_each_and_keep_fp32_is_a_report_axis() -> None:
     assert set(frames.results["layers"]) == {"[]"}
     assert "keep_fp32" in setting_axes(frames)
     assert "layers" not in setting_axes(frames)  # one value: not an axis
+
+
+def test_a_trained_run_records_the_per_layer_table_and_packs_at_each_layers_bits(
+        tmp_path, monkeypatch, capsys) -> None:
+    """One real `bitsweep train` (fc on digits, 1 epoch) with keep_fp32=last and a rule; its
+    result.json's table, model.json's rules, and `bitsweep pack`/`unpack` from the run alone."""
+    import json
+
+    from suite.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    code = main(["train", "--model", "fc", "--dataset", "digits", "--precision", "1.58",
+                 "--epochs", "1", "--keep-fp32", "last", "--layers", "net.4=4",
+                 "--wandb-mode", "disabled", "--out", str(run)])
+    assert code == 0
+    capsys.readouterr()
+    result = json.loads((run / "result.json").read_text())
+    assert (result["keep_fp32"], result["layers"]) == ("last", ["net.4=4"])
+    table = {r["name"]: r for r in result["layer_table"]}
+    # net.2 and net.5 are the LayerNorms between the Linear layers
+    assert [table[n]["resolution"] for n in ("net.1", "net.2", "net.4", "net.7")] == \
+        ["1.58", "fp32", "4", "fp32"]
+    assert table["net.7"]["bits"] == 32.0 and table["net.4"]["type"] == "QuantLinear"
+    assert sum(r["bytes"] for r in table.values()) == pytest.approx(result["quantized_bytes"])
+    assert sum(r["params"] for r in table.values()) == result["params"]
+    spec = json.loads((run / "model.json").read_text())
+    assert (spec["keep_fp32"], spec["layers"]) == ("last", ["net.4=4"])
+
+    assert main(["pack", str(run), "--out", str(tmp_path / "m.bsw")]) == 0
+    packed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = {r["name"]: r for r in packed["layers"]}
+    assert [rows[n]["resolution"] for n in ("net.1", "net.4", "net.7")] == ["1.58", "4", "fp32"]
+    for name, n in (("net.1", 3), ("net.4", 16)):  # indices at log2 N; fp32 bias and one step
+        out_features = 256
+        weights = rows[name]["params"] - out_features
+        assert rows[name]["bytes"] * 8 <= 1.01 * math.log2(n) * weights + 32 * (out_features + 1)
+    assert rows["net.7"]["bits"] == 32.0
+    assert main(["unpack", str(tmp_path / "m.bsw")]) == 0

@@ -145,8 +145,10 @@ def test_summary_counts_quantised_and_fp32_parameters_by_hand() -> None:
 
 def test_layer_rules_first_match_wins_glob_and_regex() -> None:
     model = Hand()
-    summary = quantize_(model, "1", layers=["conv*=fp32", "conv2=4", {"re:h.a+d": "N=7"}])
+    summary = quantize_(model, "1", layers=["conv*=fp32", "conv2=4", {"re:h.a+d": "N=7"},
+                                            "blocks.*=2"])
     assert summary.resolutions == {"embed": "1", "conv1": "fp32", "conv2": "fp32", "head": "N=7"}
+    assert summary.notes == ("rule blocks.*=2 matches no weight layer",)
     assert summary.reasons["conv2"] == "rule conv*=fp32"
     assert model.conv1.qconfig.resolution == FP32 and model.head.qconfig.resolution == levels(7)
     fp32 = {p.name: p.reason for p in summary.full_precision}
