@@ -296,11 +296,11 @@ class Tuning:
     def describe(self) -> str:
         """One sentence for report.md."""
         best = "highest" if self.direction == "maximize" else "lowest"
-        return (f"tuned study: {', '.join(f'`{p}`' for p in self.params)} sampled by the tuner; "
-                f"each cell (and seed) is represented by its trial of the {best} `{self.metric}` "
-                f"(the sweep's objective), {self.kept} of {self.trials} completed trials; the "
-                "others are in results.csv (`best_in_cell` false) but in no mean, claim or "
-                "figure, and tuned values are no setting and no lr-stress axis")
+        return (f"{', '.join(f'`{p}`' for p in self.params)} sampled by the tuner; each cell "
+                f"(and seed) is compared by its trial of the {best} `{self.metric}` (the sweep's "
+                f"objective): {self.kept} of {self.trials} completed trials. The others are in "
+                "results.csv (`best_in_cell` false) but in no mean, claim or figure; tuned "
+                "values are neither settings nor an lr-stress axis")
 
 
 def tune_objective(spec: dict | None) -> tuple[tuple[str, ...], str, str] | None:

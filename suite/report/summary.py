@@ -78,11 +78,19 @@ def _possible_collapses(runs: pd.DataFrame, keys: list[str], shown: list[str]) -
     return lines
 
 
+def _number_first(text: str) -> tuple[int, float, str]:
+    """Sort key: numbers by value, then words alphabetically."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def _values(runs: pd.DataFrame, col: str, limit: int = 12) -> str:
     if col not in runs:
         return "not recorded"
     vals = order_precisions(runs[col]) if col == "precision" else sorted(
-        {_show(v) for v in runs[col].dropna()}, key=lambda v: (len(v), v))
+        {_show(v) for v in runs[col].dropna()}, key=_number_first)
     if not vals:
         return "not recorded"
     text = ", ".join(str(v) for v in vals[:limit])

@@ -52,7 +52,7 @@ def test_each_cell_is_its_best_trial_by_the_objective(tiny):
     summary = (tiny / "tables" / "summary.md").read_text().splitlines()[2:]
     assert len(summary) == 2 and all("| 2 |" in row for row in summary)  # n = 2 seeds, not 6
     md = (tiny / "report.md").read_text()
-    assert "**Tuned**: tuned study: `lr` sampled by the tuner" in md
+    assert "**Tuned**: `lr` sampled by the tuner" in md
     assert "highest `val_acc`" in md and "4 of 12 completed trials" in md
 
 
