@@ -5,12 +5,14 @@ interrupted and nothing new is claimed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,7 +22,7 @@ from suite.sweep.progress import Progress
 from suite.sweep.queue import claim, queue_lock, sync_queue
 from suite.sweep.spec import SweepSpec
 from suite.sweep.study import _quiet_optuna, open_study
-from suite.sweep.trial import run_trial
+from suite.sweep.trial import record_interrupted, run_trial
 
 _POLL_SECONDS = 2.0
 
@@ -39,41 +41,69 @@ class WorkerPlan:
     wandb_offline: bool = False  # online W&B was found unreachable once, for the whole sweep
 
 
-# Set by Ctrl-C. Python raises KeyboardInterrupt at the next bytecode, but one that lands inside a
-# finaliser, a weakref callback or a library's blanket except is swallowed; the flag still stops
-# the sweep after the trial at hand instead of letting it run the whole queue.
+# Set by Ctrl-C or SIGTERM. Python raises KeyboardInterrupt at the next bytecode, but one that
+# lands inside a finaliser, a weakref callback or a library's blanket except is swallowed; the flag
+# still stops the sweep after the trial at hand instead of letting it run the whole queue.
 _INTERRUPTED = threading.Event()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a terminal's Ctrl-C; a job scheduler's stop
+_received: list[int] = []  # the stop signals this process got, first first
 
 
-def _on_sigint(signum: int, frame: Any) -> None:
+def _on_signal(signum: int, frame: Any) -> None:
+    _received.append(signum)
     _INTERRUPTED.set()
-    signal.default_int_handler(signum, frame)
+    raise KeyboardInterrupt
 
 
-def _catch_ctrl_c() -> Any:
-    """Install the Ctrl-C handler; returns the one it replaced (None off the main thread)."""
+def _on_first_signal(signum: int, frame: Any) -> None:
+    """A pool worker's handler: a terminal's Ctrl-C reaches the worker and the parent passes it
+    on too; a second KeyboardInterrupt would cut short the recording of the interrupted trial."""
+    if not _INTERRUPTED.is_set():
+        _on_signal(signum, frame)
+
+
+def catch_stop_signals(*, once: bool = False) -> dict[int, Any]:
+    """Make Ctrl-C and SIGTERM interrupt the sweep (KeyboardInterrupt, and ``_INTERRUPTED`` set);
+    ``once``: only the first of them raises. Returns the handlers replaced, for
+    ``restore_signals`` (none off the main thread, where signals cannot be caught)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
     _INTERRUPTED.clear()
-    return signal.signal(signal.SIGINT, _on_sigint)
+    _received.clear()
+    handler = _on_first_signal if once else _on_signal
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
+def restore_signals(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def stop_signal() -> int:
+    """The signal that stopped this process (SIGINT for an interrupt that was not a signal)."""
+    return _received[0] if _received else signal.SIGINT
 
 
 def _others_running(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-def work(plan: WorkerPlan, counter: Any = None, parent: int | None = None) -> int:
+def work(plan: WorkerPlan, counter: Any = None, parent: int | None = None,
+         stop: Any = None) -> int:
     """Claim and run trials until the queue is empty and no other trial runs; returns how many
-    this worker ran. ``counter`` (a shared integer) enforces ``plan.limit`` across workers."""
+    this worker ran. ``counter`` (a shared integer) enforces ``plan.limit`` across workers;
+    ``stop`` (a shared event), once set, raises KeyboardInterrupt before the next claim."""
     _quiet_optuna()
     if plan.threads:
         import torch
 
         torch.set_num_threads(plan.threads)
+    import suite.run.train  # noqa: F401 - seconds of imports, before a claim rather than after
+
     study = open_study(plan.spec, plan.url)
     ran = 0
     while True:
-        if _INTERRUPTED.is_set():
+        if _INTERRUPTED.is_set() or (stop is not None and stop.is_set()):
             raise KeyboardInterrupt
         if parent is not None and os.getppid() != parent:
             break  # the sweep command was killed: do not go on alone
@@ -101,9 +131,15 @@ def work(plan: WorkerPlan, counter: Any = None, parent: int | None = None) -> in
 
 
 def _run_claimed(trial: optuna.Trial, plan: WorkerPlan) -> None:
-    _log_start(trial)
     try:
+        _log_start(trial)
         run_trial(trial, plan)
+    except KeyboardInterrupt:
+        # One that lands between the claim and the fit (run_trial records the others) must not
+        # leave the trial RUNNING until another sweep takes it for lost.
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            record_interrupted(trial)
+        raise
     except optuna.exceptions.UpdateFinishedTrialError as err:
         # Another process ended this trial while it ran (taken for lost: no heartbeat within the
         # grace period). Its record stands; this worker goes on with the queue instead of dying.
@@ -129,10 +165,11 @@ def _log_start(trial: optuna.Trial) -> None:
         os.close(fd)
 
 
-def _worker_entry(plan: WorkerPlan, counter: Any, parent: int) -> None:
-    _catch_ctrl_c()
+def _worker_entry(plan: WorkerPlan, counter: Any, parent: int, stop: Any, ready: Any) -> None:
+    catch_stop_signals(once=True)
+    ready.set()  # from here a signal from the parent is caught (see _stop_workers)
     try:
-        work(plan, counter, parent)
+        work(plan, counter, parent, stop)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -141,6 +178,53 @@ def _default_threads(workers: int) -> int | None:
     if workers == 1:
         return None  # train() picks (all cores but one for W&B's service)
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+# A worker's resident memory once torch, Lightning, a model and its data are in: about 500 MB for
+# the suite's models on its data sets. Workers beyond the memory end in the OOM killer midway;
+# workers beyond the cores only take turns on them.
+WORKER_BYTES = 500 * 2**20
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still take: the kernel's MemAvailable, less where a cgroup (a
+    container, a job scheduler's allocation) allows less; None where neither can be read."""
+    found = []
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
+        found += [int(line.split()[1]) * 1024 for line in fh
+                  if line.startswith("MemAvailable:")]
+    with contextlib.suppress(OSError, ValueError):
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    return max(0, min(found)) if found else None
+
+
+def cap_workers(asked: int) -> int:
+    """``asked``, or as many workers as this machine can run (``usable_workers``), said."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    used, why = usable_workers(asked, cores or 1, available_memory())
+    if why:
+        print(f"bitsweep: {why}", file=sys.stderr)
+    return used
+
+
+def usable_workers(asked: int, cores: int, available: int | None) -> tuple[int, str | None]:
+    """How many of ``asked`` workers this machine can run: at most one per core and as many as
+    ``available`` bytes hold at WORKER_BYTES each, at least one; with a message when fewer."""
+    by_memory = asked if available is None else available // WORKER_BYTES
+    used = max(1, min(asked, cores, by_memory))
+    if used == asked:
+        return asked, None
+    why = []  # what binds: the smaller of the two limits (both when equal)
+    if cores < asked and cores <= by_memory:
+        why.append(f"{cores} CPU cores")
+    if by_memory < asked and by_memory <= cores:
+        why.append(f"{available / 2**30:.1f} GB of memory available (a worker takes about "
+                   f"{WORKER_BYTES / 2**30:.1f} GB)")
+    return used, (f"workers: {asked} asked, {used} used: this machine has {' and '.join(why)}; "
+                  "more workers would only take turns on the cores or run out of memory")
 
 
 def _work_inline(plan: WorkerPlan, counter: Any, progress: Progress) -> None:
@@ -162,14 +246,18 @@ def _work_inline(plan: WorkerPlan, counter: Any, progress: Progress) -> None:
 
 def _work_in_pool(plan: WorkerPlan, workers: int, ctx: Any, counter: Any,
                   progress: Progress) -> None:
-    """``workers`` spawned worker processes, watched until all have ended. On Ctrl-C each gets
-    30 s to record its trial before it is terminated, and the KeyboardInterrupt goes on up."""
+    """``workers`` spawned worker processes, watched until all have ended. On Ctrl-C or SIGTERM
+    (to the whole process group from a terminal, or to this process alone from a job scheduler)
+    the workers are stopped (``_stop_workers``) and the KeyboardInterrupt goes on up."""
+    stop = ctx.Event()
+    ready = [ctx.Event() for _ in range(workers)]
     procs = [ctx.Process(target=_worker_entry, name=f"bitsweep-worker-{i}",
-                         args=(WorkerPlan(**{**plan.__dict__, "index": i}), counter, os.getpid()))
+                         args=(WorkerPlan(**{**plan.__dict__, "index": i}), counter, os.getpid(),
+                               stop, ready[i]))
              for i in range(workers)]
-    for p in procs:
-        p.start()
     try:
+        for p in procs:
+            p.start()
         while any(p.is_alive() for p in procs):
             if _INTERRUPTED.is_set():
                 raise KeyboardInterrupt
@@ -177,16 +265,33 @@ def _work_in_pool(plan: WorkerPlan, workers: int, ctx: Any, counter: Any,
             for p in procs:
                 p.join(timeout=_POLL_SECONDS / len(procs))
     except KeyboardInterrupt:
-        for p in procs:  # they got the Ctrl-C too: let them record their trials
-            p.join(timeout=30)
+        _stop_workers(procs, ready, stop)
         raise
     finally:
         for p in procs:
             if p.is_alive():
-                p.terminate()
+                p.kill()  # past its time to stop (or a second Ctrl-C): it ignores more signals
     crashed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if crashed:
-        print(f"bitsweep: {len(crashed)} worker(s) exited with {crashed}; rerun the same "
-              "command to resume", file=sys.stderr)
+        print(f"bitsweep: {len(crashed)} worker(s) exited with {crashed}", file=sys.stderr)
 
 
+_STOP_SECONDS = 30.0  # for the workers to record their interrupted trials
+
+
+def _stop_workers(procs: list[Any], ready: list[Any], stop: Any) -> None:
+    """Interrupt every worker's trial as a terminal's Ctrl-C does, and let none claim another.
+
+    A job scheduler signals this process only: the signal is passed on to each worker whose
+    handler is in place (``ready``); one still starting sees ``stop`` before its first claim.
+    ``stop`` is set before ``ready`` is read and a worker sets ``ready`` before it reads ``stop``,
+    so no worker misses both. Each gets until ``_STOP_SECONDS`` to record its trial."""
+    stop.set()
+    for p, up in zip(procs, ready):
+        if up.is_set() and p.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGINT)
+    deadline = time.monotonic() + _STOP_SECONDS
+    for p in procs:
+        if p.pid is not None:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
