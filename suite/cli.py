@@ -102,6 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from suite.sweep import SweepInterrupted, run_sweep
+    from suite.sweep.driver import undone_line
     from suite.sweep.spec import load_spec
 
     spec = load_spec(args.spec)  # validated whole before anything is created
@@ -113,9 +114,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(json.dumps(stop.summary))
         print("bitsweep sweep: interrupted; finished trials are stored. Run the same command "
               "again to resume.", file=sys.stderr)
-        return 130
+        return 128 + stop.signum
     print(json.dumps(summary))
-    return 1 if summary["failed"] and not (summary["complete"] or summary["diverged"]) else 0
+    undone = undone_line(summary, args.argv)  # a half-done study must not look done
+    if undone:
+        print(undone, file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_wandb_sweep(args: argparse.Namespace) -> int:
@@ -279,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a command that says how to resume
     if extra and not getattr(args, "takes_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

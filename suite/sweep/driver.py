@@ -19,9 +19,11 @@ their signals are suite.sweep.workers, and opening the study is suite.sweep.stud
 from __future__ import annotations
 
 import multiprocessing as mp
+import shlex
 import signal
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ import yaml
 from optuna.trial import TrialState
 
 from suite.sweep.progress import Progress
-from suite.sweep.queue import GRACE_SECONDS, queue_lock, storage_url, sync_queue
+from suite.sweep.queue import GRACE_SECONDS, queue_lock, storage_url, sync_queue, undone
 from suite.sweep.slots import slot_identity
 from suite.sweep.spec import SweepSpec
 from suite.sweep.storage import describe, redact, redact_all
@@ -39,10 +41,13 @@ from suite.sweep.studyspec import adopt_spec
 from suite.sweep.trial import _epoch_callbacks, _monitor_metric, _read_curves, axis_params
 from suite.sweep.workers import (
     WorkerPlan,
-    _catch_ctrl_c,
     _default_threads,
     _work_in_pool,
     _work_inline,
+    cap_workers,
+    catch_stop_signals,
+    restore_signals,
+    stop_signal,
     work,
 )
 
@@ -147,9 +152,11 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     ``n_trials``: start at most this many trials on this machine. ``grace``: seconds without a
     heartbeat after which another machine's running trial counts as lost.
     """
-    workers = workers or spec.workers
+    workers = spec.workers if workers is None else workers
     if workers < 1:
-        raise ValueError(f"--workers {workers}: need at least 1 worker")
+        raise ValueError(f"--workers {workers}: must be an integer >= 1, as workers: in the "
+                         "sweep file")
+    workers = cap_workers(workers)
     if n_trials is not None and n_trials < 0:
         raise ValueError(f"--n-trials {n_trials}: must be >= 0")
     check_datasets(spec, keep=workers == 1)  # before the storage or runs/<study>/ exists
@@ -172,7 +179,7 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
                       wandb_offline=offline)
     progress = Progress(study, state.slots, state.done, spec.axes)
     interrupted = False
-    previous_handler = _catch_ctrl_c()
+    previous_handlers = catch_stop_signals()
     ctx = mp.get_context("spawn")
     counter = ctx.Value("i", 0)
     try:
@@ -183,21 +190,49 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        restore_signals(previous_handlers)
         progress.close()
+    left = undone(study, spec)
     summary: dict[str, Any] = {"study": spec.study, "storage": describe(url),
                                "runs": str(Path(runs_root) / spec.study), "trials": state.slots,
-                               **_counts(study), "seconds": round(time.perf_counter() - start, 1)}
+                               **_counts(study), "missing": left.total,
+                               "seconds": round(time.perf_counter() - start, 1)}
+    if left.total:
+        summary["undone"] = asdict(left)
+    if n_trials is not None:  # trials left for later by --n-trials are no failure
+        summary["n_trials_reached"] = counter.value >= n_trials
     if interrupted:
         summary["interrupted"] = True
-        raise SweepInterrupted(summary)
+        summary["signal"] = signal.Signals(stop_signal()).name
+        raise SweepInterrupted(summary, stop_signal())
     return summary
+
+
+def undone_line(summary: dict[str, Any], argv: list[str]) -> str | None:
+    """The closing line of a sweep that left trials of its spec undone, or None when it did not
+    (trials that ``--n-trials`` left for later are not undone): how many, why, and the command
+    that resumes them (``argv``: the command's arguments; a password in them is hidden)."""
+    left = summary.get("undone")
+    if not left or (summary.get("n_trials_reached") and not left["failed"]
+                    and not left["failed_for_good"]):
+        return None
+    why = [f"{left['failed']} failed"] if left["failed"] else []
+    if left["unfinished"]:
+        why.append(f"{left['unfinished']} not finished (a worker stopped or died)")
+    if left["failed_for_good"]:
+        why.append(f"{left['failed_for_good']} failed too often to be retried (their errors: "
+                   "bitsweep report)")
+    line = (f"bitsweep sweep: {summary['missing']} of {summary['trials']} trials of the spec "
+            f"not done: {', '.join(why)}")
+    if left["failed"] or left["unfinished"]:
+        line += f". Resume them with: bitsweep {redact(shlex.join(argv))}"
+    return line
 
 
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C during a sweep; carries the summary of what is stored."""
 
-    def __init__(self, summary: dict[str, Any]) -> None:
+    def __init__(self, summary: dict[str, Any], signum: int = signal.SIGINT) -> None:
         super().__init__("interrupted")
         self.summary = summary
+        self.signum = signum  # the exit status is 128 + it, as a shell gives

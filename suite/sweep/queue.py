@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import socket
@@ -29,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from suite.sweep.slots import slot_identity, slot_key
 from suite.sweep.storage import describe, rdb_url, storage_file, unreachable
@@ -37,6 +38,7 @@ from suite.sweep.storage import describe, rdb_url, storage_file, unreachable
 if TYPE_CHECKING:  # Optuna loads on first use: `bitsweep --help` reads GRACE_SECONDS from here
     import optuna
 
+    from suite.run.config import RunConfig
     from suite.sweep.spec import SweepSpec
 
 HEARTBEAT_SECONDS = 10.0
@@ -148,6 +150,76 @@ class QueueState:
     lost: int
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """One (cell, repeat) of the spec, with the trials the study holds for it."""
+
+    index: int
+    config: RunConfig
+    cell: str
+    repeat: int
+    key: str
+    trials: list[optuna.trial.FrozenTrial]
+
+    def outcome(self, *, retry_crashed: bool) -> str:
+        """done | pending (waiting or running) | dead (not retried) | failed (retried when
+        ``retry_crashed``) | lost (its worker died: retried) | new (never queued)."""
+        from optuna.trial import TrialState
+
+        states = {t.state for t in self.trials}
+        if states & {TrialState.COMPLETE, TrialState.PRUNED}:
+            return "done"
+        if states & {TrialState.WAITING, TrialState.RUNNING}:
+            return "pending"
+        failures = [t.user_attrs.get("failure", "crash") for t in self.trials]
+        crashes, losses = failures.count("crash"), failures.count("lost")
+        if crashes >= MAX_CRASHES or losses >= MAX_LOST:
+            return "dead"
+        if crashes:
+            return "failed" if retry_crashed else "dead"
+        return "lost" if losses else "new"
+
+
+def _slots(spec: SweepSpec, trials: list[optuna.trial.FrozenTrial]) -> Iterator[_Slot]:
+    """Every slot of ``spec``, in the spec's order, with its trials among ``trials``."""
+    by_slot: dict[str, list[optuna.trial.FrozenTrial]] = defaultdict(list)
+    for t in trials:
+        slot = t.user_attrs.get("slot")
+        if slot and ("@" in slot or not spec.tune):  # a tuned trial's config is not its cell's
+            by_slot[slot_identity(slot, t.user_attrs.get("config"))].append(t)
+    for index, config in enumerate(spec.cells):
+        cell = spec.key(config)
+        for repeat in range(spec.trials_per_cell):
+            key = slot_key(cell, repeat, config.fingerprint())
+            yield _Slot(index, config, cell, repeat, key, by_slot.get(slot_identity(key), []))
+
+
+def _fail_lost(study: optuna.Study, grace: float) -> tuple[list[optuna.trial.FrozenTrial], int]:
+    """Fail every running trial whose worker is gone (``_is_lost``); returns the study's trials
+    as they are then, and how many were lost. (One read of the trials: on a database Optuna
+    reads every unfinished trial again on each call, all of a large queue.)"""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage  # noqa: SLF001 - Optuna exposes no public per-trial state setter
+    now = time.time()
+    trials = study.get_trials(deepcopy=False)
+    lost = 0
+    for i, t in enumerate(trials):
+        if t.state != TrialState.RUNNING or not _is_lost(t, now, grace):
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "error", "worker lost: its process died "  # noqa: SLF001
+                                        f"or sent no heartbeat for {grace:.0f} s")
+            storage.set_trial_user_attr(t._trial_id, "failure", "lost")  # noqa: SLF001
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+            lost += 1
+        except optuna.exceptions.UpdateFinishedTrialError:  # it ended since it was read
+            pass
+        trials[i] = storage.get_trial(t._trial_id)  # noqa: SLF001
+    return trials, lost
+
+
 def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
                grace: float = GRACE_SECONDS) -> QueueState:
     """Fail lost trials and enqueue every slot that has no finished, waiting or running trial.
@@ -155,50 +227,125 @@ def sync_queue(study: optuna.Study, spec: SweepSpec, *, retry_crashed: bool,
     Call it under ``queue_lock``. ``retry_crashed``: also enqueue slots whose run raised (done
     when a sweep command starts, since the user may have fixed the cause; not while it runs).
     """
-    import optuna
+    trials, lost = _fail_lost(study, grace)
+    done = pending = dead = 0
+    waiting: list[dict[str, Any]] = []
+    for slot in _slots(spec, trials):
+        outcome = slot.outcome(retry_crashed=retry_crashed)
+        if outcome == "done":
+            done += 1
+        elif outcome == "pending":
+            pending += 1
+        elif outcome == "dead":
+            dead += 1
+        else:
+            waiting.append({"cell": slot.cell, "slot": slot.key, "cell_index": slot.index,
+                            "repeat": slot.repeat, "attempt": len(slot.trials) + 1,
+                            "config": slot.config.to_dict()})
+    enqueue(study, waiting)
+    return QueueState(len(spec.cells) * spec.trials_per_cell, done, pending + len(waiting),
+                      len(waiting), dead, lost)
+
+
+@dataclass(frozen=True)
+class Undone:
+    """The slots of a spec that have no finished trial, by why."""
+
+    failed: int       # its last run raised; the same command runs it again
+    failed_for_good: int  # raised MAX_CRASHES times (or its worker died MAX_LOST times): not retried
+    unfinished: int   # never ran, or its worker died (still RUNNING, or failed as lost)
+
+    @property
+    def total(self) -> int:
+        return self.failed + self.failed_for_good + self.unfinished
+
+
+def undone(study: optuna.Study, spec: SweepSpec) -> Undone:
+    """What is left of ``spec`` in ``study``: read only, for a sweep's closing summary."""
+    trials = study.get_trials(deepcopy=False)
+    outcomes = [slot.outcome(retry_crashed=True) for slot in _slots(spec, trials)]
+    return Undone(outcomes.count("failed"), outcomes.count("dead"),
+                  sum(outcomes.count(o) for o in ("pending", "lost", "new")))
+
+
+_BATCH = 2000  # trials per storage write: one fsync, not one per trial; memory stays bounded
+
+
+def enqueue(study: optuna.Study, user_attrs: list[dict[str, Any]]) -> None:
+    """Add one WAITING trial per ``user_attrs`` item, as ``study.enqueue_trial({}, user_attrs=)``
+    does, in that order, but written in batches: one append to a journal, one transaction on a
+    database. Optuna writes each trial on its own, with an fsync (and on a database about a
+    dozen statements) each: 10^4 cells took over 10 minutes on SQLite. Call it under
+    ``queue_lock``, as every enqueuer of the sweep does."""
+    from optuna.storages import JournalStorage
+
+    storage = study._storage  # noqa: SLF001
+    rdb = _rdb(storage)
+    for start in range(0, len(user_attrs), _BATCH):
+        batch = user_attrs[start:start + _BATCH]
+        if rdb is not None:
+            _insert_rows(rdb, study._study_id, batch)  # noqa: SLF001
+        elif isinstance(storage, JournalStorage):
+            _append_records(storage, study._study_id, batch)  # noqa: SLF001
+        else:  # another storage: Optuna's own path
+            for attrs in batch:
+                study.enqueue_trial({}, user_attrs=attrs)
+
+
+def _append_records(storage: optuna.storages.JournalStorage, study_id: int,
+                    batch: list[dict[str, Any]]) -> None:
+    """The CREATE_TRIAL records JournalStorage.create_new_trial writes for an enqueued trial,
+    appended in one write (one lock, one fsync); every process replays them in file order."""
+    from optuna.storages.journal._storage import JournalOperation
     from optuna.trial import TrialState
 
-    storage = study._storage  # noqa: SLF001 - Optuna exposes no public per-trial state setter
-    now = time.time()
-    by_slot: dict[str, list[optuna.trial.FrozenTrial]] = defaultdict(list)
-    lost = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING and _is_lost(t, now, grace):
-            storage.set_trial_user_attr(t._trial_id, "error", "worker lost: its process died or "  # noqa: SLF001
-                                        f"sent no heartbeat for {grace:.0f} s")
-            storage.set_trial_user_attr(t._trial_id, "failure", "lost")  # noqa: SLF001
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # it just ended
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
-            lost += 1
-            t = storage.get_trial(t._trial_id)  # noqa: SLF001
-        slot = t.user_attrs.get("slot")
-        if slot and ("@" in slot or not spec.tune):  # a tuned trial's config is not its cell's
-            by_slot[slot_identity(slot, t.user_attrs.get("config"))].append(t)
-    done = pending = enqueued = dead = 0
-    for index, config in enumerate(spec.cells):
-        cell = spec.key(config)
-        for repeat in range(spec.trials_per_cell):
-            key = slot_key(cell, repeat, config.fingerprint())
-            trials = by_slot.get(slot_identity(key), [])
-            states = {t.state for t in trials}
-            if states & {TrialState.COMPLETE, TrialState.PRUNED}:
-                done += 1
-                continue
-            if states & {TrialState.WAITING, TrialState.RUNNING}:
-                pending += 1
-                continue
-            failures = [t.user_attrs.get("failure", "crash") for t in trials]
-            crashes, losses = failures.count("crash"), failures.count("lost")
-            if crashes and not retry_crashed or crashes >= MAX_CRASHES or losses >= MAX_LOST:
-                dead += 1
-                continue
-            study.enqueue_trial({}, user_attrs={
-                "cell": cell, "slot": key, "cell_index": index, "repeat": repeat,
-                "attempt": len(trials) + 1, "config": config.to_dict(),
-            })
-            enqueued += 1
-            pending += 1
-    return QueueState(len(spec.cells) * spec.trials_per_cell, done, pending, enqueued, dead, lost)
+    with storage._thread_lock:  # noqa: SLF001
+        worker = storage._replay_result.worker_id  # noqa: SLF001
+        storage._backend.append_logs([  # noqa: SLF001
+            {"op_code": JournalOperation.CREATE_TRIAL, "worker_id": worker, "study_id": study_id,
+             "datetime_start": None, "state": TrialState.WAITING.value, "value": None,
+             "values": None, "distributions": {}, "params": {}, "user_attrs": attrs,
+             "system_attrs": {"fixed_params": {}}, "intermediate_values": {}}
+            for attrs in batch])
+        storage._sync_with_backend()  # noqa: SLF001
+
+
+def _insert_rows(rdb: optuna.storages.RDBStorage, study_id: int,
+                 batch: list[dict[str, Any]]) -> None:
+    """The rows RDBStorage.create_new_trial inserts for an enqueued trial, in one transaction of
+    a few multi-row statements (Optuna's ORM path takes about a dozen statements per trial).
+
+    A trial is numbered as Optuna numbers it (the study's trials with a smaller id), with the
+    study's row locked as Optuna locks it. The rows go in numbered -1, -2, ... so that each can
+    be found again by its place in ``batch`` on every backend (MySQL has no INSERT ... RETURNING),
+    then get their numbers in the same transaction."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+
+    trials = models.TrialModel.__table__
+    with _create_scoped_session(rdb.scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        session.execute(trials.insert(), [
+            {"study_id": study_id, "number": -1 - i, "state": TrialState.WAITING,
+             "datetime_start": None, "datetime_complete": None} for i in range(len(batch))])
+        ids = dict(session.execute(sqlalchemy.select(trials.c.number, trials.c.trial_id).where(
+            trials.c.study_id == study_id, trials.c.number < 0)).all())
+        first = min(ids.values())
+        before = session.scalar(sqlalchemy.select(sqlalchemy.func.count()).select_from(trials)
+                                .where(trials.c.study_id == study_id, trials.c.trial_id < first))
+        session.execute(
+            trials.update().where(trials.c.trial_id == sqlalchemy.bindparam("id"))
+            .values(number=sqlalchemy.bindparam("n")),
+            [{"id": trial_id, "n": before + rank}
+             for rank, trial_id in enumerate(sorted(ids.values()))])
+        session.execute(models.TrialUserAttributeModel.__table__.insert(), [
+            {"trial_id": ids[-1 - i], "key": key, "value_json": json.dumps(value)}
+            for i, attrs in enumerate(batch) for key, value in attrs.items()])
+        session.execute(models.TrialSystemAttributeModel.__table__.insert(), [
+            {"trial_id": ids[-1 - i], "key": "fixed_params", "value_json": "{}"}
+            for i in range(len(batch))])
 
 
 def claim(study: optuna.Study) -> optuna.Trial | None:

@@ -111,6 +111,13 @@ def _record_axes(trial: optuna.Trial, spec: SweepSpec, cell: dict[str, Any]) -> 
     return optuna.Trial(trial.study, trial._trial_id) if recorded else trial  # noqa: SLF001
 
 
+def record_interrupted(trial: optuna.Trial) -> None:
+    """Fail a trial stopped by Ctrl-C or SIGTERM: the same command runs its slot again."""
+    trial.set_user_attr("failure", "interrupted")
+    trial.set_user_attr("error", "interrupted (Ctrl-C); rerun the sweep to resume")
+    trial.study.tell(trial, state=TrialState.FAIL)
+
+
 def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
     """Train the trial's configuration and record the outcome in the study; returns its state."""
     from suite.run.train import train
@@ -141,9 +148,7 @@ def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
             trial.study.tell(trial, state=TrialState.PRUNED)
             return "pruned"
         except KeyboardInterrupt:
-            trial.set_user_attr("failure", "interrupted")
-            trial.set_user_attr("error", "interrupted (Ctrl-C); rerun the sweep to resume")
-            trial.study.tell(trial, state=TrialState.FAIL)
+            record_interrupted(trial)
             raise
         except Exception as err:  # a crash fails this trial only; the sweep goes on
             tb = traceback.format_exc(limit=8)

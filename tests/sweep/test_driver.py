@@ -244,7 +244,7 @@ def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_worker(tmp_path, writ
     study = open_study(spec, url)
     with queue_lock(url):
         sync_queue(study, spec, retry_crashed=True)
-    previous = workers._catch_ctrl_c()
+    previous = workers.catch_stop_signals()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # as a library's blanket except would
             signal.raise_signal(signal.SIGINT)
@@ -253,7 +253,7 @@ def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_worker(tmp_path, writ
         with pytest.raises(KeyboardInterrupt):
             workers.work(plan)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        workers.restore_signals(previous)
         workers._INTERRUPTED.clear()
     states = [t.state for t in load(tmp_path / "runs", "swallow").trials]
     assert states == [TrialState.WAITING, TrialState.WAITING]  # nothing claimed, nothing lost
