@@ -43,7 +43,7 @@ from torch import nn
 from suite.quant.layers import QuantConfig, QuantConv1d, QuantConv2d, QuantEmbedding, QuantLinear, QuantMixin
 from suite.quant.policy import LayerRule, check_keep_fp32, parse_rules, resolve
 from suite.quant.resolution import Resolution, parse_resolution
-from suite.quant.summary import LayerRow, format_table, layer_table
+from suite.quant.summary import LayerRow, Named, format_table, layer_table, own_parameters
 
 Converter = Callable[[nn.Module, QuantConfig], nn.Module]
 
@@ -82,18 +82,25 @@ def register_layer(layer_type: type, converter: Converter) -> None:
     if not callable(converter):
         raise TypeError(f"the converter for {layer_type.__name__} must be callable")
     _CONVERTERS[layer_type] = converter
+    _NONE.discard(layer_type)
+
+
+_NONE: set[type] = set()  # types known to have no converter (a model repeats its types)
 
 
 def converter_for(layer_type: type) -> Converter | None:
+    """What converts layers of exactly ``layer_type`` (None: nothing does)."""
     found = _CONVERTERS.get(layer_type)
-    if found is None:
+    if found is None and layer_type not in _NONE:
         target = _LAZY.get(f"{layer_type.__module__}.{layer_type.__qualname__}")
-        if target is not None:
-            import importlib
+        if target is None:
+            _NONE.add(layer_type)
+            return None
+        import importlib
 
-            module_name, attr = target.split(":")
-            found = getattr(importlib.import_module(module_name), attr)
-            _CONVERTERS[layer_type] = found
+        module_name, attr = target.split(":")
+        found = getattr(importlib.import_module(module_name), attr)
+        _CONVERTERS[layer_type] = found
     return found
 
 
@@ -152,12 +159,12 @@ class QuantizeSummary:
         return "\n".join(lines)
 
 
-def _plan(model: nn.Module, default: Resolution, rules: Sequence[LayerRule], keep_fp32: str
+def _plan(named: Named, default: Resolution, rules: Sequence[LayerRule], keep_fp32: str
           ) -> tuple[dict[str, nn.Module], dict[str, tuple[Resolution, str]], list[str]]:
     """The weight layers by name, each one's resolution and reason, and notes on ties."""
     layers: dict[str, nn.Module] = {}
     seen: set[int] = set()
-    for name, module in model.named_modules():  # a module registered twice is seen once
+    for name, module in named:  # named_modules yields a module registered twice once
         if id(module) not in seen and _is_weight_layer(module):
             seen.add(id(module))
             layers[name] = module
@@ -180,29 +187,29 @@ def _plan(model: nn.Module, default: Resolution, rules: Sequence[LayerRule], kee
     return layers, plan, notes
 
 
-def _share_steps(model: nn.Module) -> None:
+def _share_steps(named: Named) -> None:
     """Users of one tied weight share the first one's learned step, so they quantise alike."""
     steps: dict[int, QuantMixin] = {}
-    for module in model.modules():
+    for _, module in named:
         if isinstance(module, QuantMixin) and module.step is not None:
             lead = steps.setdefault(id(module.weight), module)
             if lead is not module and lead.step.shape == module.step.shape:
                 module._parameters["step"] = lead.step
 
 
-def _full_precision(model: nn.Module, plan: dict[str, tuple[Resolution, str]]
+def _full_precision(named: Named, plan: dict[str, tuple[Resolution, str]]
                     ) -> tuple[FullPrecision, ...]:
     out: list[FullPrecision] = []
     quantized: dict[int, str] = {}
-    for mod_name, module in model.named_modules():
+    for mod_name, module in named:
         if isinstance(module, QuantMixin) and module.qconfig.resolution.quantized:
             quantized.setdefault(id(module.weight), f"{mod_name}.weight")
             if module.bias is not None and module.qconfig.bias_quantized:
                 quantized.setdefault(id(module.bias), f"{mod_name}.bias")
     seen: set[int] = set()
-    for mod_name, module in model.named_modules():
+    for mod_name, module in named:
         prefix = f"{mod_name}." if mod_name else ""
-        for pname, p in module.named_parameters(recurse=False):
+        for pname, p in own_parameters(module):
             key = prefix + pname
             if id(p) in quantized:
                 if quantized[id(p)] != key and not isinstance(module, QuantMixin):
@@ -253,7 +260,8 @@ def quantize_(model: nn.Module, resolution: Any, *, scale_rule: str = "gauss",
                        quantize_bias=quantize_bias, conv_norm=conv_norm)
     rules = parse_rules(layers)
     check_keep_fp32(keep_fp32)
-    found, plan, notes = _plan(model, default, rules, keep_fp32)
+    named = list(model.named_modules())
+    found, plan, notes = _plan(named, default, rules, keep_fp32)
     configs: dict[Resolution, QuantConfig] = {}
     replaced: dict[int, nn.Module] = {}
     for name, module in found.items():
@@ -271,11 +279,12 @@ def quantize_(model: nn.Module, resolution: Any, *, scale_rule: str = "gauss",
             replaced[id(module)] = new
     if replaced:
         _put_back(model, replaced)
-    _share_steps(model)
-    rows = tuple(layer_table(model))
+        named = list(model.named_modules())
+    _share_steps(named)
+    rows = tuple(layer_table(model, named))
     return QuantizeSummary(
         layers=rows,
-        full_precision=_full_precision(model, plan),
+        full_precision=_full_precision(named, plan),
         resolutions={n: r.label for n, (r, _) in plan.items()},
         reasons={n: why for n, (_, why) in plan.items()},
         params=sum(r.params for r in rows),

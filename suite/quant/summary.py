@@ -44,11 +44,22 @@ class LayerRow:
 _LAYER_COUNTS = ("weight", "bias", "scale")  # what QuantMixin.precision_counts names
 
 
-def _module_counts(model: nn.Module) -> Iterator[tuple[str, nn.Module, list[PrecisionCount], str]]:
-    """(name, module, counts, note) for each module with parameters of its own."""
+def own_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The parameters registered on ``module`` itself (``named_parameters(recurse=False)``,
+    read from its table directly: ~10x cheaper, which counts on a model of 10,000 modules)."""
+    return [(name, p) for name, p in module._parameters.items() if p is not None]
+
+
+Named = list[tuple[str, nn.Module]]
+
+
+def _module_counts(model: nn.Module, named: Named | None = None
+                   ) -> Iterator[tuple[str, nn.Module, list[PrecisionCount], str]]:
+    """(name, module, counts, note) for each module with parameters of its own; ``named``:
+    ``list(model.named_modules())`` when the caller has it already."""
     owner: dict[int, str] = {}
-    for mod_name, module in model.named_modules():
-        own = list(module.named_parameters(recurse=False))
+    for mod_name, module in named if named is not None else model.named_modules():
+        own = own_parameters(module)
         if not own:
             continue
         prefix = f"{mod_name}." if mod_name else ""
@@ -77,10 +88,10 @@ def _module_counts(model: nn.Module) -> Iterator[tuple[str, nn.Module, list[Prec
         yield mod_name, module, counts, "; ".join(notes)
 
 
-def layer_table(model: nn.Module) -> list[LayerRow]:
+def layer_table(model: nn.Module, named: Named | None = None) -> list[LayerRow]:
     """One row per module holding parameters of its own, in module order."""
     rows = []
-    for name, module, counts, note in _module_counts(model):
+    for name, module, counts, note in _module_counts(model, named):
         params = sum(c.numel for c in counts if c.name != "scale")
         stored = sum(c.numel * c.bits for c in counts)
         quantized = sum(c.numel for c in counts if c.name != "scale" and c.bits < 32)
