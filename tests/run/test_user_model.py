@@ -237,7 +237,7 @@ def test_a_sweep_of_a_user_model_runs_in_workers_and_packs_without_the_sweep_fil
         fixed: {{model: "{pkg}.models:mlp", model_args: {{hidden: 8}},
                 dataset: "{pkg}.data:blobs", epochs: 1, wandb_mode: disabled}}
         grid:
-          precision: [fp32, "1.58"]
+          precision: [fp32, 1.58]
         workers: 2
         """))
     done = _bitsweep(root, "sweep", "user.yaml")
@@ -246,6 +246,14 @@ def test_a_sweep_of_a_user_model_runs_in_workers_and_packs_without_the_sweep_fil
     assert summary["complete"] == 2 and summary["failed"] == 0
     packed = sorted((root / "runs" / "user" / "trials").glob("*/model.bsw"))
     assert len(packed) == 2
+    # a W&B agent's call of the same study, then the report over all three
+    agent = _bitsweep(root, "agent-run", "user.yaml", "--precision=1.58")
+    assert agent.returncode == 0, agent.stderr
+    assert json.loads(agent.stdout.strip().splitlines()[-1])["model"] == f"{pkg}.models:mlp"
+    report = _bitsweep(root, "report", "user.yaml")
+    assert report.returncode == 0, report.stderr
+    results = (root / "runs" / "user" / "report" / "results.csv").read_text().splitlines()
+    assert len(results) == 1 + 3 and all(f"{pkg}.models:mlp" in row for row in results[1:])
     (root / "user.yaml").unlink()  # the run directories alone rebuild the models
     for path in packed:
         unpacked = _bitsweep(root, "unpack", str(path))
