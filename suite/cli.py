@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from suite.run.config import WANDB_MODES, ConfigError, RunConfig, config_fields
+from suite.yamlfile import YamlFileError, read_yaml
 
 _RUNS = "runs"        # root of run directories and of the default study storage
 
@@ -48,7 +49,8 @@ def _parse_value(field: str, kind: str, text: str) -> Any:
         if base == "float":
             return float(text)
     except ValueError:
-        raise ConfigError(f"{field}={text!r}: must be a {'integer' if base == 'int' else 'number'}") from None
+        kind = "an integer" if base == "int" else "a number"
+        raise ConfigError(f"{field}={text!r}: must be {kind}") from None
     if base == "bool":
         if text.lower() in ("true", "1", "yes"):
             return True
@@ -77,8 +79,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if getattr(args, "config", None):
         path = Path(args.config)
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
+            loaded, _ = read_yaml(path)  # a key given twice or a binary file: refused
+        except (OSError, YamlFileError) as err:
             raise ConfigError(f"--config {path}: {err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {path}: expected a mapping of RunConfig fields")
@@ -94,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from suite.run.train import train
 
     config = config_from_args(args)
-    result = train(config, args.out, wandb_dir=args.wandb_dir)
+    result = train(config, args.out, wandb_dir=args.wandb_dir, overwrite=args.overwrite)
     keys = ("model", "precision", "val_acc", "test_acc", "diverged", "fit_seconds")
     print(json.dumps({k: result.get(k) for k in keys}))
     return 0
@@ -105,7 +107,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from suite.sweep.driver import undone_line
     from suite.sweep.spec import load_spec
 
-    spec = load_spec(args.spec)  # validated whole before anything is created
+    spec = load_spec(args.spec, max_cells=args.max_cells)  # validated whole before anything is created
+    _check_sweep_limits(spec, args)
     try:
         summary = run_sweep(spec, workers=args.workers, storage=args.storage,
                             n_trials=args.n_trials, runs_root=Path(args.runs),
@@ -121,6 +124,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(undone, file=sys.stderr)
         return 1
     return 0
+
+
+def _check_sweep_limits(spec: Any, args: argparse.Namespace) -> None:
+    """What this machine must take of a sweep, checked before anything is created: the threads
+    asked for (--threads, or a cell's threads) and the depth of the study's folder."""
+    from suite.run.cores import check_threads
+    from suite.sweep.spec import check_study_paths
+
+    check_threads(args.threads, "--threads")
+    for threads in sorted({cell.threads for cell in spec.cells if cell.threads}):
+        check_threads(threads)
+    check_study_paths(spec, Path(args.runs))
 
 
 def cmd_wandb_sweep(args: argparse.Namespace) -> int:
@@ -203,7 +218,7 @@ def _lines(numbers: tuple[int, ...]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from suite.sweep.queue import GRACE_SECONDS  # light: Optuna loads only when a sweep runs
-    from suite.sweep.spec import SweepSpec
+    from suite.sweep.spec import MAX_CELLS, SweepSpec
 
     parser = argparse.ArgumentParser(prog="bitsweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of RunConfig fields (flags override it)")
     p.add_argument("--out", default=f"{_RUNS}/train", help="run directory (default %(default)s)")
     p.add_argument("--wandb-dir", default=None, help="where W&B writes (default: the run dir)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in OUT (kept until the new run has finished)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -224,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: file under runs/)")
     p.add_argument("--n-trials", type=int, default=None, help="stop after M trials on this machine")
     p.add_argument("--runs", default=_RUNS, help="root of run directories (default %(default)s/)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (at most this machine's cores)")
+    p.add_argument("--max-cells", type=int, default=None,
+                   help="the most cells the grid may have (default: the spec's max_cells, else "
+                        f"{MAX_CELLS:,}); a larger grid is refused before any cell is built")
     p.add_argument("--grace", type=float, default=GRACE_SECONDS,
                    help="seconds without a heartbeat before another machine's trial counts as "
                         "lost and is queued again (default %(default)g)")

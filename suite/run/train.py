@@ -6,7 +6,10 @@
                              quantised forward exactly (the grid values and steps derive from them)
     run_dir/model.bsw        the same model packed at its real bit size (``bitsweep unpack``)
     run_dir/curves.csv       one row per epoch
-    run_dir/result.json      the RunResult
+    run_dir/result.json      the RunResult, written last
+
+The files are written into a fresh directory beside run_dir that takes its name at the end
+(suite.run.outdir), so a finished run in run_dir stays whole until the new one has finished.
 """
 
 from __future__ import annotations
@@ -38,16 +41,19 @@ from suite.models.names import is_user_model, model_task
 from suite.models.user import UserModelError, check_outputs, user_spec
 from suite.quant import QuantConfig, param_summary
 from suite.run.config import ConfigError, RunConfig
+from suite.run.cores import check_threads
 from suite.run.devices import resolve_device
 from suite.run.files import (
     CONFIG_NAME,
     CURVES_NAME,
     PACKED_NAME,
+    RESULT_NAME,
     SPEC_NAME,
     WANDB_RUN_NAME,
     WEIGHTS_NAME,
 )
 from suite.run.layout import use_channels_last
+from suite.run.outdir import check_out, staged
 from suite.run.ranks import (
     RANK_VAR,
     check_shares,
@@ -155,6 +161,7 @@ def _prepare(config: RunConfig) -> _Prepared:
     if shard[1] > 1 and device.type == "cuda":
         device = rank_gpu(config, shard)
     if config.threads:
+        check_threads(config.threads)
         torch.set_num_threads(config.threads)
     elif device.type == "cpu":
         # Leave a core to W&B's service process: on 2 cores, torch's spinning OpenMP threads and
@@ -342,6 +349,8 @@ def _run_scope() -> Iterator[None]:
     (warnings and errors still show); the known harmless warnings of ``_QUIET_WARNINGS`` are
     filtered for the run only; the deterministic-algorithms flags (Lightning sets them) and the
     SIGINT handler (Lightning ignores Ctrl-C after an interrupt) come back as they were."""
+    import lightning  # noqa: F401 - its first import sets its loggers' levels: set ours after
+
     loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
     levels = [lg.level for lg in loggers]
     deterministic = (torch.are_deterministic_algorithms_enabled(),
@@ -371,22 +380,22 @@ def _run_scope() -> Iterator[None]:
 
 def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = (),
           wandb_dir: str | Path | None = None, run_name: str | None = None,
-          progress: bool | None = None) -> dict[str, Any]:
+          progress: bool | None = None, overwrite: bool = True) -> dict[str, Any]:
     """Train one configuration and return its RunResult (also written to ``out_dir``).
 
-    Bad input (unknown dataset files, a model that cannot take the data, an unavailable device)
-    raises ConfigError before ``out_dir`` is created. A diverged run (NaN/inf loss, or loss above
-    ``config.diverge_loss``) stops early and returns normally with ``diverged`` set: that is a
-    result. An exception or Ctrl-C during the fit finishes the W&B run (marked failed) and
-    propagates (KeyboardInterrupt stays a KeyboardInterrupt); ``result.json`` is then absent, never
-    half-written. Extra Lightning ``callbacks`` (e.g. Optuna's pruning callback) are added.
+    Bad input (unknown dataset files, a model that cannot take the data, an unavailable device,
+    with ``overwrite=False`` an ``out_dir`` holding a finished run) raises ConfigError before
+    anything is written. A diverged run (NaN/inf loss, or loss above ``config.diverge_loss``)
+    stops early and returns normally with ``diverged`` set: that is a result. An exception or
+    Ctrl-C during the fit finishes the W&B run (marked failed) and propagates (KeyboardInterrupt
+    stays a KeyboardInterrupt); ``result.json`` is then absent, and a finished run that
+    ``out_dir`` held is kept as it was. Extra Lightning ``callbacks`` (e.g. Optuna's pruning
+    callback) are added.
     """
-    from suite.run.callbacks import EpochRecorder, best_values
-    from suite.run.tracking import finish, run_dir, start_run
-
+    check_out(Path(out_dir), overwrite=overwrite)
     if config.devices > 1 and RANK_VAR not in os.environ:
         return launch(train, config, out_dir, callbacks=callbacks, wandb_dir=wandb_dir, run_name=run_name,
-                       progress=progress)
+                       progress=progress, overwrite=overwrite)
     with _run_scope():
         prep = _prepare(config)
         if prep.shard[0]:
@@ -394,55 +403,68 @@ def train(config: RunConfig, out_dir: str | Path, *, callbacks: Sequence[Any] = 
             # run; rank 0 records the epochs, tests, writes and returns the result
             _fit(config, prep, None, [], Path(out_dir), False)
             return {}
-        out = _make_run_dir(config, prep, Path(out_dir))
-        name = run_name or f"{config.model}/{config.dataset}/{config.precision}/s{config.seed}"
-        run = start_run(mode=config.wandb_mode, project=config.wandb_project, group=config.group(),
-                        name=name, save_dir=Path(wandb_dir) if wandb_dir else out,
-                        config={**config.to_dict(), **prep.facts},
-                        tags=[config.model, config.precision, config.dataset, *config.tags])
-        result: dict[str, Any] = {}  # set once result.json is written
-        summary: dict[str, Any] = {}
-        exit_code = 1
-        recorder = EpochRecorder(track_oscillation=config.track_oscillation)
-        try:
-            fit_seconds = _fit(config, prep, run, [recorder, *callbacks], out, progress)
-            result = _finish(config, prep, recorder.rows, fit_seconds, run, out)
-            return result
-        except KeyboardInterrupt:
-            exit_code = 255
-            raise
-        except Exception as err:
-            if type(err).__name__ == "TrialPruned":  # Optuna stopped it: an outcome, not a crash
-                exit_code = 0
-                summary = {"pruned": True, "epochs_run": len(recorder.rows)}
-            raise
-        finally:
-            summary.update(best_values(recorder.rows))
-            if result:
-                where = finish(run, {**result, **summary})
-            else:
-                # no result.json: keep the epochs that did finish (a pruned trial's curves
-                # matter to the report) and close the W&B run as failed (or pruned)
-                where = run_dir(run)
-                if recorder.rows:
-                    with suppress(OSError):
-                        _write_curves(recorder.rows, out / CURVES_NAME)
-                with suppress(Exception):  # never mask the error that stopped the run
-                    finish(run, summary, exit_code=exit_code)
-            if where:
-                (out / WANDB_RUN_NAME).write_text(where + "\n")
+        with staged(Path(out_dir)) as stage:
+            return _train_into(config, prep, stage, Path(out_dir), callbacks, wandb_dir, run_name,
+                               progress)
 
 
-def _make_run_dir(config: RunConfig, prep: _Prepared, out: Path) -> Path:
+def _train_into(config: RunConfig, prep: _Prepared, out: Path, final: Path,
+                callbacks: Sequence[Any], wandb_dir: str | Path | None, run_name: str | None,
+                progress: bool | None) -> dict[str, Any]:
+    """The run's W&B run, fit and files, written into ``out``, which will be named ``final``."""
+    from suite.run.callbacks import EpochRecorder, best_values
+    from suite.run.tracking import finish, run_dir, start_run
+
+    _write_run_files(config, prep, out)
+    name = run_name or f"{config.model}/{config.dataset}/{config.precision}/s{config.seed}"
+    run = start_run(mode=config.wandb_mode, project=config.wandb_project, group=config.group(),
+                    name=name, save_dir=Path(wandb_dir) if wandb_dir else out,
+                    config={**config.to_dict(), **prep.facts},
+                    tags=[config.model, config.precision, config.dataset, *config.tags])
+    result: dict[str, Any] = {}  # set once result.json is written
+    summary: dict[str, Any] = {}
+    exit_code = 1
+    recorder = EpochRecorder(track_oscillation=config.track_oscillation)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"out={str(out)!r}: cannot create the run directory ({err})") from None
-    for stale in ("result.json", "curves.csv"):  # must not outlive a failed rerun
-        (out / stale).unlink(missing_ok=True)
+        fit_seconds = _fit(config, prep, run, [recorder, *callbacks], out, progress)
+        result = _finish(config, prep, recorder.rows, fit_seconds, run, out)
+        return result
+    except KeyboardInterrupt:
+        exit_code = 255
+        raise
+    except Exception as err:
+        if type(err).__name__ == "TrialPruned":  # Optuna stopped it: an outcome, not a crash
+            exit_code = 0
+            summary = {"pruned": True, "epochs_run": len(recorder.rows)}
+        raise
+    finally:
+        summary.update(best_values(recorder.rows))
+        if result:
+            where = finish(run, {**result, **summary})
+        else:
+            # no result.json: keep the epochs that did finish (a pruned trial's curves
+            # matter to the report) and close the W&B run as failed (or pruned)
+            where = run_dir(run)
+            if recorder.rows:
+                with suppress(OSError):
+                    _write_curves(recorder.rows, out / CURVES_NAME)
+            with suppress(Exception):  # never mask the error that stopped the run
+                finish(run, summary, exit_code=exit_code)
+        if where:
+            (out / WANDB_RUN_NAME).write_text(_renamed(Path(where), out, final) + "\n")
+
+
+def _write_run_files(config: RunConfig, prep: _Prepared, out: Path) -> None:
     (out / CONFIG_NAME).write_text(json.dumps(config.to_file_dict(), indent=1))
     (out / SPEC_NAME).write_text(json.dumps(prep.spec, indent=1))
-    return out
+
+
+def _renamed(path: Path, stage: Path, final: Path) -> str:
+    """Where ``path``, written under the staged run directory, lies once it is named ``final``."""
+    try:
+        return str(final / path.relative_to(stage))
+    except ValueError:  # elsewhere (--wandb-dir): it does not move
+        return str(path)
 
 
 def _fit(config: RunConfig, prep: _Prepared, run: Any, callbacks: list[Any], out: Path,
@@ -500,8 +522,8 @@ def _finish(config: RunConfig, prep: _Prepared, rows: Sequence[dict[str, Any]], 
     _write_curves(rows, out / CURVES_NAME)
     measured.update(_write_artifacts(prep.module, prep.spec, config, out))
     record = run_result(config.to_dict(), measured, text=prep.data.task == "text")
-    write_result(record, out / "result.json")
-    return json.loads((out / "result.json").read_text())
+    write_result(record, out / RESULT_NAME)
+    return json.loads((out / RESULT_NAME).read_text())
 
 
 def _measure(config: RunConfig, prep: _Prepared, rows: Sequence[dict[str, Any]],

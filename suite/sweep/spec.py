@@ -17,30 +17,46 @@ Top-level keys (a contract users write against)::
     storage: null                      # default: journal file runs/<study>/optuna.journal
     wandb: {mode: offline, project: bitsweep}
     workers: 1                         # default for --workers
+    max_cells: 100000                  # optional: the most cells the grid may have
 
 ``grid`` may also be a list of such mappings: the study is the union of their cells (so an LM on
 text and image models on images can share one study without impossible combinations).
+
+A grid is counted (the product of its axes' lengths) before any cell is built, and one larger
+than ``max_cells`` (default :data:`MAX_CELLS`; ``bitsweep sweep --max-cells`` overrides it) is
+refused: each cell costs about 0.4 ms and 1.8 KB to validate and a queued trial in the storage,
+so a 10^7-cell grid took some 70 CPU-minutes and 18 GB before anything ran.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from suite.quant.resolution import parse_resolution
 from suite.run.config import ConfigError, RunConfig, config_fields
+from suite.yamlfile import YamlFileError, read_yaml
 
 TOP_KEYS = ("study", "description", "fixed", "grid", "tune", "objective", "pruner", "storage",
-            "wandb", "workers")
+            "wandb", "workers", "max_cells")
 PRUNERS = ("none", "median", "hyperband")
 OBJECTIVE_METRICS = ("val_acc", "best_val_acc", "test_acc", "val_loss", "train_loss", "val_ppl")
 _AXES_EXTRA = ("bits", "zero")
+# The most cells a grid may have unless the sweep file (max_cells) or --max-cells says more:
+# ~70x the largest shipped study (stability.yaml, 1,440 cells), about 40 s and 180 MB of
+# validation, and some 40 hours of training on 2 cores even at the default study's pace of
+# 468 runs in 12 minutes. A grid beyond it is far more likely a mistake than a plan.
+MAX_CELLS = 100_000
+# A study name is a directory name (runs/<study>/, its report's folder), the W&B group and run
+# name prefix and an Optuna study name: short enough for all of them on any filesystem (a file
+# name may have 255 bytes) with room for what is appended.
+MAX_STUDY_NAME = 100
 
 
 class SpecError(ValueError):
@@ -72,6 +88,7 @@ class SweepSpec:
     wandb_project: str = "bitsweep"
     description: str = ""
     axes: tuple[str, ...] = ()   # the RunConfig fields that vary between cells
+    max_cells: int = MAX_CELLS
     raw: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -99,6 +116,28 @@ class SweepSpec:
         """Where the study lives unless ``--storage`` says otherwise: an Optuna journal file, safe
         for many worker processes on one machine (SQLite locks up under concurrent writers)."""
         return self.storage or str(runs_root / self.study / "optuna.journal")
+
+
+# The longest path a sweep writes below runs/<study>/ (a trial's W&B offline run file:
+# trials/t00000/... or wandb/offline-run-<time>-<id>/files/wandb-metadata.json, ~80 characters),
+# with room to spare.
+_DEEPEST_BELOW_STUDY = 160
+
+
+def check_study_paths(spec: SweepSpec, runs_root: Path) -> None:
+    """Refuse (SpecError) a runs root under which the study's files would have paths longer than
+    its filesystem takes, before anything is created."""
+    study_dir = Path(os.path.abspath(runs_root / spec.study))
+    existing = next(p for p in (study_dir, *study_dir.parents) if os.path.isdir(p))
+    try:
+        limit = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        limit = 4096
+    longest = len(os.fsencode(study_dir)) + _DEEPEST_BELOW_STUDY
+    if longest > limit:
+        raise SpecError(f"study {spec.study!r}: its folder {study_dir} is too deep for the files a "
+                        f"sweep writes below it (up to {longest} bytes, the filesystem takes "
+                        f"{limit}); use a shorter --runs path or study name")
 
 
 def cell_key(config: RunConfig, fields: tuple[str, ...]) -> str:
@@ -168,6 +207,10 @@ def _parse_study(study: Any = None, *, text: str, got: _Fields) -> _Fields:
     if not isinstance(study, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study or ""):
         raise SpecError(f"study{_line_of(text, 'study')}: needs a name of letters, digits, '-', '_' "
                         f"or '.', got {study!r}")
+    if len(study) > MAX_STUDY_NAME:
+        raise SpecError(f"study{_line_of(text, 'study')}: the name has {len(study)} characters, "
+                        f"more than {MAX_STUDY_NAME} (it names the study's folder and W&B group); "
+                        f"use a shorter name")
     return {"study": study}
 
 
@@ -198,12 +241,33 @@ def _parse_wandb(wandb: Any = None, *, text: str, got: _Fields) -> _Fields:
             "wandb_project": fixed["wandb_project"]}
 
 
+def _count_cells(grids: list[Any]) -> int:
+    """The cells of ``grids`` before any is built: per grid the product of its axes' lengths
+    (overlapping grids' shared cells counted in each). A malformed grid counts 0 here; building
+    it says what is wrong."""
+    return sum(math.prod(len(v) if isinstance(v, list) else 1 for v in grid.values())
+               for grid in grids if isinstance(grid, dict))
+
+
+def _parse_max_cells(max_cells: Any = MAX_CELLS, *, text: str, got: _Fields) -> _Fields:
+    if not isinstance(max_cells, int) or isinstance(max_cells, bool) or max_cells < 1:
+        raise SpecError(f"max_cells{_line_of(text, 'max_cells')}: must be an integer >= 1, got "
+                        f"{max_cells!r}")
+    return {"max_cells": max_cells}
+
+
 def _parse_grid(grids: Any = None, *, text: str, got: _Fields) -> _Fields:
     if grids is None:
         raise SpecError("grid: missing; give a mapping of RunConfig fields to lists of values")
     grids = grids if isinstance(grids, list) else [grids]
     if not grids:
         raise SpecError("grid: the grid is empty")
+    limit = got.get("max_cells_override") or got["max_cells"]
+    count = _count_cells(grids)
+    if count > limit:
+        raise SpecError(f"grid{_line_of(text, 'grid')}: {count:,} cells, more than the limit of "
+                        f"{limit:,}; make the grid smaller, or lift the limit with max_cells: "
+                        f"{count} in the sweep file or bitsweep sweep --max-cells {count}")
     cells: list[RunConfig] = []
     seen: set[str] = set()
     all_axes: set[str] = set()
@@ -235,6 +299,12 @@ def _parse_tune(tune: Any = None, *, text: str, got: _Fields) -> _Fields:
     for name, rng in tune.items():
         if name not in known:
             raise SpecError(f"tune.{name}{_line_of(text, name)}: unknown RunConfig field")
+        if name in got["axes"] or name in (got["raw"].get("fixed") or {}):
+            # the tuned value would replace the cell's own, so a cell labelled lr=0.01 would
+            # train at whatever TPE drew
+            where = "a grid axis" if name in got["axes"] else "a fixed field"
+            raise SpecError(f"tune.{name}{_line_of(text, name)}: {name} is also {where}; a field "
+                            f"is either tuned or set by the grid/fixed, so remove it from one")
         if isinstance(rng, list) and rng:
             params.append(TuneParam(name, 0, 0, kind="categorical", choices=tuple(rng)))
             continue
@@ -287,16 +357,21 @@ def _parse_workers(workers: Any = SweepSpec.workers, *, text: str, got: _Fields)
     return {"workers": workers}
 
 
-# The order they run in: fixed and wandb before grid (its cells take their values), tune before
+# The order they run in: fixed, wandb and max_cells before grid (its cells take their values; its
+# size is checked first), grid before tune (a tuned field must not be an axis), tune before
 # pruner. Error messages list the keys in TOP_KEYS order, as a sweep file is written.
 _PARSERS = {
     "study": _parse_study, "description": _parse_description, "fixed": _parse_fixed,
-    "wandb": _parse_wandb, "grid": _parse_grid, "tune": _parse_tune, "objective": _parse_objective,
-    "pruner": _parse_pruner, "storage": _parse_storage, "workers": _parse_workers,
+    "wandb": _parse_wandb, "max_cells": _parse_max_cells, "grid": _parse_grid, "tune": _parse_tune,
+    "objective": _parse_objective, "pruner": _parse_pruner, "storage": _parse_storage,
+    "workers": _parse_workers,
 }
 
 
-def parse_spec(raw: Any, *, text: str = "", path: str | None = None) -> SweepSpec:
+def parse_spec(raw: Any, *, text: str = "", path: str | None = None,
+               max_cells: int | None = None) -> SweepSpec:
+    """The SweepSpec of a sweep file's document; ``max_cells`` (``--max-cells``) overrides the
+    file's limit on the grid's cells."""
     if not isinstance(raw, dict):
         raise SpecError(f"a sweep file is a mapping of {', '.join(TOP_KEYS)}; got {type(raw).__name__}")
     unknown = [k for k in raw if k not in TOP_KEYS]
@@ -304,24 +379,28 @@ def parse_spec(raw: Any, *, text: str = "", path: str | None = None) -> SweepSpe
         k = unknown[0]
         raise SpecError(f"unknown key {k!r}{_line_of(text, k)}; known keys: {', '.join(TOP_KEYS)}")
     got: _Fields = {"raw": raw, "path": path}
+    if max_cells is not None:
+        if isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells < 1:
+            raise SpecError(f"--max-cells: must be an integer >= 1, got {max_cells!r}")
+        got["max_cells_override"] = max_cells
     for key, parse in _PARSERS.items():
         got.update(parse(raw[key], text=text, got=got) if key in raw else parse(text=text, got=got))
     del got["fixed"]  # in every cell now
+    if got.pop("max_cells_override", None):
+        got["max_cells"] = max_cells
     return SweepSpec(**got)
 
 
-def load_spec(path: str | Path) -> SweepSpec:
+def load_spec(path: str | Path, *, max_cells: int | None = None) -> SweepSpec:
+    """The sweep file at ``path``, validated whole; ``max_cells`` overrides its cell limit."""
     p = Path(path)
     if not p.exists():
         raise SpecError(f"{p}: no such sweep file (see sweeps/ for examples)")
-    text = p.read_text()
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise SpecError(f"{p}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        raw, text = read_yaml(p)
+    except (OSError, YamlFileError) as err:
+        raise SpecError(str(err)) from None
     try:
-        return parse_spec(raw, text=text, path=str(p))
+        return parse_spec(raw, text=text, path=str(p), max_cells=max_cells)
     except SpecError as err:
         raise SpecError(f"{p}: {err}") from None

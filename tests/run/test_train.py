@@ -288,12 +288,12 @@ class _Raise(L.Callback):
 def test_failure_mid_fit_finishes_wandb_and_writes_no_result(tmp_path, error, code) -> None:
     out = tmp_path / "run"
     config = tiny("cnn", "2.32")
-    train(config, out)  # a finished run in the same directory first: its result must go
+    # (a finished run in the same directory is kept as it was: tests/run/test_outdir.py)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(type(error)):
         train(config, out, callbacks=[_Raise(error)])
     assert not (out / "result.json").exists()
-    assert not (out / "curves.csv").exists()  # the earlier run's, gone; this one had no epoch
+    assert not (out / "curves.csv").exists()  # this run had no finished epoch
     assert not list(out.glob("*.tmp"))
     run = wandb_run(out)
     assert run["exit_code"] == code

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from suite.cli import main
-from suite.sweep.spec import SpecError, load_spec, parse_spec
+from suite.sweep.spec import MAX_CELLS, SpecError, check_study_paths, load_spec, parse_spec
 
 GOOD = {
     "study": "tiny",
@@ -109,3 +110,113 @@ def test_progress_names_a_trial_by_what_tells_it_apart(capsys):
         lines[0].endswith("] trial 0 cnn 2.32 epochs=24 seed=1: val_acc=0.900 (1.0 s)")
     assert "block_size=32" in lines[1] and "subset=1024" in lines[1] and "lm fp32" in lines[1]
     assert "subset" not in lines[0] and "block_size" not in lines[0] and "width" not in lines[0]
+
+
+# --- limits and bad input (issue 22) -------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, where", [
+    ({**GOOD, "grid": {**GOOD["grid"], "lr": [0.01, 0.001]},
+      "tune": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}}, "grid axis"),
+    ({**GOOD, "fixed": {**GOOD["fixed"], "lr": 0.01},
+      "tune": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}}, "fixed field"),
+    ({**GOOD, "grid": {"model": ["fc"], "bits": [1, 2]}, "tune": {"precision": ["1", "2"]}},
+     "grid axis"),
+])
+def test_a_tuned_field_that_the_grid_or_fixed_sets_is_refused(tmp_path: Path, capsys, raw, where):
+    """The tuned value would replace the cell's own: a cell labelled lr=0.01 trained at TPE's
+    draw. Refused at validation, the field named, nothing created."""
+    name = next(iter(set(raw["tune"])))
+    with pytest.raises(SpecError, match=rf"^tune\.{name}: {name} is also a {where}"):
+        parse_spec(raw)
+    spec = tmp_path / "both.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    runs = tmp_path / "runs"
+    assert main(["sweep", str(spec), "--runs", str(runs)]) == 2
+    assert f"tune.{name}" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_a_grid_is_counted_before_any_cell_is_built(capsys):
+    """10^9 cells are refused by their count: every cell here is invalid (epochs: 0), so building
+    even the first one would end in that cell's error instead."""
+    raw = {"study": "huge", "fixed": {"dataset": "digits", "epochs": 0},
+           "grid": {"seed": list(range(1000)), "lr": [i / 1e4 + 1e-4 for i in range(1000)],
+                    "width": [1.0 + i for i in range(1000)]}}
+    with pytest.raises(SpecError) as refused:
+        parse_spec(raw)
+    assert str(refused.value).startswith("grid: 1,000,000,000 cells, more than the limit of 100,000")
+    assert "--max-cells 1000000000" in str(refused.value)
+    # a list of grids counts each (before shared cells are merged)
+    raw["grid"] = [{"seed": list(range(400))}, {"seed": list(range(400)), "width": [1.0] * 250}]
+    with pytest.raises(SpecError, match="100,400 cells"):
+        parse_spec(raw)
+
+
+def test_max_cells_lifts_the_limit_from_the_file_or_the_command(tmp_path: Path):
+    raw = {"study": "twelve", "fixed": {"dataset": "digits"}, "grid": {"seed": list(range(12))}}
+    with pytest.raises(SpecError, match="12 cells, more than the limit of 10"):
+        parse_spec({**raw, "max_cells": 10})
+    assert len(parse_spec({**raw, "max_cells": 12}).cells) == 12
+    path = tmp_path / "twelve.yaml"
+    path.write_text(yaml.safe_dump({**raw, "max_cells": 10}))
+    assert len(load_spec(path, max_cells=12).cells) == 12
+    with pytest.raises(SpecError, match="max_cells"):
+        parse_spec({**raw, "max_cells": 0})
+
+
+def test_the_shipped_studies_are_far_below_the_cell_limit():
+    for path in sorted(Path("sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        assert len(spec.cells) * 50 < spec.max_cells == MAX_CELLS, path
+
+
+@pytest.mark.parametrize("storage", [None, "sqlite"])
+def test_a_study_name_too_long_for_a_folder_exits_2_and_creates_nothing(tmp_path: Path, capsys,
+                                                                         storage):
+    raw = {**GOOD, "study": "s" * 300, "grid": {"model": ["fc"]}}
+    spec = tmp_path / "long.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    runs = tmp_path / "runs"
+    db = tmp_path / "study.db"
+    flags = ["--storage", f"sqlite:///{db}"] if storage else []
+    assert main(["sweep", str(spec), "--runs", str(runs), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "study" in err and "300 characters, more than 100" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.yaml"]
+
+
+def test_a_runs_folder_too_deep_for_the_study_is_refused_before_it_is_made(tmp_path: Path):
+    spec = parse_spec(GOOD)
+    deep = tmp_path.joinpath(*["d" * 200] * 25)  # 5,000 bytes: beyond PATH_MAX (4,096)
+    with pytest.raises(SpecError, match="too deep"):
+        check_study_paths(spec, deep)
+    check_study_paths(spec, tmp_path / "runs")  # an ordinary one passes
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_key_given_twice_in_a_sweep_file_is_refused(tmp_path: Path, capsys):
+    spec = tmp_path / "twice.yaml"
+    spec.write_text("study: twice\nfixed:\n  dataset: digits\n  epochs: 1\n  epochs: 3\n"
+                    "grid: {model: [fc]}\n")
+    with pytest.raises(SpecError, match=r"line 5\): not valid YAML: key 'epochs' is given twice "
+                                        r"\(lines 4 and 5\)"):
+        load_spec(spec)
+    runs = tmp_path / "runs"
+    assert main(["sweep", str(spec), "--runs", str(runs)]) == 2
+    assert "'epochs' is given twice" in capsys.readouterr().err
+    assert not runs.exists()
+    # a YAML merge key may bring in a key that the mapping sets again: not a duplicate
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("study: merged\nfixed:\n  <<: {dataset: digits, epochs: 1}\n  epochs: 2\n"
+                      "grid: {model: [fc]}\n")
+    assert load_spec(merged).cells[0].epochs == 2
+
+
+def test_a_binary_sweep_file_is_a_clear_error(tmp_path: Path, capsys):
+    spec = tmp_path / "model.bin"
+    spec.write_bytes(bytes(range(256)) * 4)
+    runs = tmp_path / "runs"
+    assert main(["sweep", str(spec), "--runs", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "model.bin: not a YAML text file" in err and "Traceback" not in err
+    assert not runs.exists()
