@@ -4,6 +4,11 @@ lists every spec; the same spec resumes, and a study from before specs were kept
 
 from __future__ import annotations
 
+import collections
+import multiprocessing as mp
+import os
+from pathlib import Path
+
 import optuna
 import pytest
 import yaml
@@ -103,3 +108,60 @@ def test_a_study_from_before_specs_were_kept_adopts_the_spec(tmp_path, storage):
     study = _study(storage)
     assert len(study.trials) == 5 and len(study.user_attrs[SPEC_HASHES_ATTR]) == 1
     assert _sweep(tmp_path, FIRST, storage, name="first.yaml") == 2  # from now on it is kept
+
+
+# --- sweeps of two specs started together ----------------------------------------------------
+
+PROCESSES = 4  # two per spec
+ROUNDS = ("journal", "sqlite", "journal")
+
+
+def _racer(inbox, barrier, results, log: str) -> None:
+    """One machine: for each argv it is sent, wait at the barrier with the others, then run
+    `bitsweep ARGV` in-process and report its exit status; None ends it."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update({"CI": "true", "WANDB_MODE": "disabled", "WANDB_SILENT": "true"})
+    while (argv := inbox.get()) is not None:
+        barrier.wait(timeout=300)
+        results.put((argv[1], main(argv)))
+
+
+def test_two_specs_started_together_one_is_refused_and_the_study_holds_one(tmp_path):
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    inboxes = [ctx.Queue() for _ in range(PROCESSES)]
+    procs = [ctx.Process(target=_racer, args=(inboxes[i], barrier, results,
+                                              str(tmp_path / f"p{i}.log")))
+             for i in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    specs = []
+    for name, raw in (("first.yaml", FIRST), ("other.yaml", OTHER)):
+        specs.append(tmp_path / name)
+        specs[-1].write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        for number, kind in enumerate(ROUNDS):
+            url = (str(tmp_path / f"r{number}" / "optuna.journal") if kind == "journal"
+                   else f"sqlite:///{tmp_path / f'r{number}.db'}")
+            for i, inbox in enumerate(inboxes):
+                inbox.put(["sweep", str(specs[i % 2]), "--storage", url, "--runs",
+                           str(tmp_path / "runs"), "--workers", "1", "--n-trials", "0"])
+            got = collections.defaultdict(list)
+            for _ in range(PROCESSES):
+                spec, status = results.get(timeout=300)
+                got[spec].append(status)
+            logs = "".join(p.read_text() for p in tmp_path.glob("p*.log"))
+            # all of one spec joined the study, all of the other were refused
+            assert sorted(sorted(s) for s in got.values()) == [[0, 0], [2, 2]], (got, logs)
+            won = next(spec for spec, statuses in got.items() if statuses == [0, 0])
+            study = _study(url)
+            cells = len(yaml.safe_load(Path(won).read_text())["grid"]["precision"])
+            assert len(study.user_attrs[SPEC_HASHES_ATTR]) == 1 and len(study.trials) == cells
+    finally:
+        for inbox in inboxes:
+            inbox.put(None)
+        for p in procs:
+            p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * PROCESSES
