@@ -199,7 +199,8 @@ def cmd_repair_journal(args: argparse.Namespace) -> int:
     path = args.path
     done = repair_journal(path)
     if done is None:
-        print(f"{path}: every record is intact; nothing to repair")
+        print(f"{path}: every record is intact and every stored result its own trial's; "
+              "nothing to repair")
         return 0
     print(f"{path}: repaired, {done.kept} records kept"
           + (f"; recovered the whole record at the end of line(s) {_lines(done.salvaged)}"

@@ -57,8 +57,8 @@ _HARMLESS = {2, 3, 7, 9, 10}   # study attrs, intermediate values, system attrs 
 _FAIL, _RUNNING = 3, 0         # TrialState values
 _FINISHED = {1, 2, 3}
 # The head of a record as Optuna writes it (compact json.dumps, keys in insertion order).
-_HEAD = re.compile(rb'\{"op_code":(\d+),"worker_id":"[^"\\]*"'
-                   rb'(?:,"(study_id|trial_id)":(\d+)[,}]|,"study_name":("[^"\\]*")[,}])?')
+_HEAD = re.compile(rb'\{"op_code":(\d+),(?:"worker_id":"[^"\\]*"'
+                   rb'(?:,"(study_id|trial_id)":(\d+)[,}]|,"study_name":("[^"\\]*")[,}])?)?')
 
 
 class Unrepairable(StorageError):
@@ -135,6 +135,8 @@ class _Draft:
         live = sorted(set(self.studies.values()))
         if op in _HARMLESS:
             return
+        if op == _CREATE_TRIAL and not live:
+            return  # no study to make a trial in: Optuna skips such a creation
         if op == _CREATE_TRIAL:
             study = target if head.group(2) == b"study_id" else (live[0] if len(live) == 1 else None)
             if study is None:

@@ -61,12 +61,12 @@ def _done_by_slot(journal: Path, name: str) -> dict[str, list[optuna.trial.Froze
     return by_slot
 
 
-def _damage_creation(journal: Path, which: int) -> tuple[int, bytes]:
-    """Cut the ``which``-th trial creation record short (a torn record later written over);
-    returns its line number and the file's new bytes."""
+def _damage_creation(journal: Path, which: int, keep: int | None = None) -> tuple[int, bytes]:
+    """Cut the ``which``-th trial creation record short, to ``keep`` bytes (default half): a torn
+    record later written over; returns its line number and the file's new bytes."""
     lines = _lines(journal.read_bytes())
     number = [i for i, line in enumerate(lines) if line.startswith(CREATE)][which]
-    lines[number] = lines[number][:len(lines[number]) // 2] + b"\n"
+    lines[number] = lines[number][:keep or len(lines[number]) // 2] + b"\n"
     journal.write_bytes(b"".join(lines))
     return number + 1, journal.read_bytes()
 
@@ -148,10 +148,11 @@ def _store_like_the_sweep(journal: Path, raw: dict, *, done: int | None = None) 
         study.tell(trial, result["test_acc"])
 
 
-def test_forty_cells_a_lost_creation_early_in_the_journal(tmp_path, capsys):
+@pytest.mark.parametrize("keep", [None, 18], ids=["study-readable", "only-its-kind-readable"])
+def test_forty_cells_a_lost_creation_early_in_the_journal(tmp_path, capsys, keep):
     journal = tmp_path / "forty.journal"
     _store_like_the_sweep(journal, FORTY)
-    _damage_creation(journal, 2)  # 37 trials created after it
+    _damage_creation(journal, 2, keep)  # 37 trials created after it; the study's only one
 
     assert main(["repair-journal", str(journal)]) == 0
     study = _study(journal, "forty")
