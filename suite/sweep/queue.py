@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from suite.sweep.slots import slot_identity, slot_key
-from suite.sweep.storage import StorageError, describe, rdb_url, storage_file, unreachable
+from suite.sweep.storage import describe, rdb_url, storage_file, unreachable
 
 if TYPE_CHECKING:  # Optuna loads on first use: `bitsweep --help` reads GRACE_SECONDS from here
     import optuna
@@ -108,9 +108,6 @@ def queue_lock(url: str) -> Iterator[None]:
     if target is None:
         yield  # other servers: the WAITING -> RUNNING claim is still atomic
         return
-    if target.is_dir():  # refused before its lock file is made beside it: bad input leaves nothing
-        raise StorageError(f"storage {describe(url)}: {target} is a directory; give a file in it, "
-                           f"e.g. {target / 'optuna.db'}")
     lock_path = target.with_name(target.name + ".queue-lock")  # not ".lock": Optuna's journal uses it
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as fh:
@@ -190,11 +187,26 @@ def _slots(spec: SweepSpec, trials: list[optuna.trial.FrozenTrial]) -> Iterator[
         slot = t.user_attrs.get("slot")
         if slot and ("@" in slot or not spec.tune):  # a tuned trial's config is not its cell's
             by_slot[slot_identity(slot, t.user_attrs.get("config"))].append(t)
-    for index, config in enumerate(spec.cells):
-        cell = spec.key(config)
-        for repeat in range(spec.trials_per_cell):
-            key = slot_key(cell, repeat, config.fingerprint())
-            yield _Slot(index, config, cell, repeat, key, by_slot.get(slot_identity(key), []))
+    for index, cell, repeat, key, identity in _slot_keys(spec):
+        yield _Slot(index, spec.cells[index], cell, repeat, key, by_slot.get(identity, []))
+
+
+# The last spec's slot keys, by identity (a spec is immutable): a worker syncs the queue each time
+# it finds it empty, and a cell's fingerprint costs ~0.3 ms, seconds for a 10^4-cell grid.
+_KEYS: list[tuple[SweepSpec, list[tuple[int, str, int, str, str]]]] = []
+
+
+def _slot_keys(spec: SweepSpec) -> list[tuple[int, str, int, str, str]]:
+    """(cell index, cell key, repeat, slot key, slot identity) of every slot of ``spec``."""
+    if not _KEYS or _KEYS[0][0] is not spec:
+        keys = []
+        for index, config in enumerate(spec.cells):
+            cell, fingerprint = spec.key(config), config.fingerprint()
+            for repeat in range(spec.trials_per_cell):
+                key = slot_key(cell, repeat, fingerprint)
+                keys.append((index, cell, repeat, key, slot_identity(key)))
+        _KEYS[:] = [(spec, keys)]
+    return _KEYS[0][1]
 
 
 def _fail_lost(study: optuna.Study, grace: float) -> tuple[list[optuna.trial.FrozenTrial], int]:
