@@ -174,7 +174,10 @@ def _plan(named: Named, default: Resolution, rules: Sequence[LayerRule], keep_fp
              if not any(r.matches(name) for name in layers)]
     first_user: dict[int, str] = {}
     for name, module in layers.items():
-        wid = id(module.weight)
+        weight = module._parameters.get("weight")  # a registered type may keep it elsewhere
+        if weight is None:
+            continue
+        wid = id(weight)
         if wid not in first_user:
             first_user[wid] = name
             continue
@@ -276,6 +279,10 @@ def quantize_(model: nn.Module, resolution: Any, *, scale_rule: str = "gauss",
             raise TypeError(f"the converter for {type(module).__name__} returned "
                             f"{type(new).__name__}, not a quantised layer (QuantMixin)")
         if new is not module:
+            if module is model:  # nothing holds the root but the caller
+                raise TypeError(f"the converter for {type(module).__name__} returned a new "
+                                "module for the model itself; quantize_ changes a model in "
+                                "place: wrap the layer in an nn.Sequential")
             replaced[id(module)] = new
     if replaced:
         _put_back(model, replaced)

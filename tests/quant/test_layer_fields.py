@@ -99,10 +99,12 @@ def test_results_get_a_column_each_and_keep_fp32_is_a_report_axis() -> None:
         # a run directory's config.json leaves defaults out: the first run's holds no keep_fp32
         stored = config.to_file_dict() if i == 0 else config.to_dict()
         records.append({"run_id": f"r{i}", "state": "COMPLETE", "config": stored,
-                        "result": {"val_acc": 0.5 + 0.1 * i, "test_acc": 0.5, "diverged": False}})
+                        "result": {"val_acc": 0.5 + 0.1 * i, "test_acc": 0.5, "diverged": False,
+                                   "layer_table": [{"name": "head", "params": 10}]}})
     frames = frames_from_records(records)
     assert list(frames.results.sort_values("run_id")["keep_fp32"]) == ["none", "none", "ends", "ends"]
     assert set(frames.results["layers"]) == {"[]"}
+    assert "layer_table" not in frames.results  # result.json's, too large for a cell
     assert "keep_fp32" in setting_axes(frames)
     assert "layers" not in setting_axes(frames)  # one value: not an axis
 

@@ -334,3 +334,33 @@ def test_unknown_rule_and_bad_inputs_are_refused() -> None:
     with pytest.raises(TypeError):
         quantize_("not a model", "2")  # type: ignore[arg-type]
     assert parse_resolution("fp32") == FP32
+
+
+class Scaled(nn.Module):
+    """A layer whose converter builds a new QuantLinear instead of changing its class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Parameter(torch.randn(3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.inner.T
+
+
+def _new_linear(layer: Scaled, qconfig: QuantConfig) -> nn.Module:
+    new = QuantLinear(3, 3, bias=False, qconfig=qconfig)
+    with torch.no_grad():
+        new.weight.copy_(layer.inner)
+    new.set_qconfig(qconfig)  # a learned step starts from the copied weights
+    return new
+
+
+def test_a_converter_may_return_a_new_module_put_wherever_the_old_one_was() -> None:
+    register_layer(Scaled, _new_linear)
+    shared = Scaled()
+    model = nn.Sequential(shared, nn.ReLU(), shared)  # one module registered twice
+    quantize_(model, "2")
+    assert isinstance(model[0], QuantLinear) and model[2] is model[0]
+    assert torch.equal(model[0].weight.detach(), shared.inner.detach())
+    with pytest.raises(TypeError, match="model itself"):
+        quantize_(Scaled(), "2")
