@@ -18,7 +18,6 @@ from optuna.trial import TrialState
 
 from suite.cli import main
 from suite.sweep.storage import open_storage
-from suite.sweep.workers import WORKER_BYTES, available_memory, usable_workers
 
 ROOT = Path(__file__).parents[2]
 FIXED = {"dataset": "digits", "epochs": 1, "batch_size": 256, "width": 0.5,
@@ -184,6 +183,8 @@ def test_workers_beyond_the_cores_are_capped_with_a_message(tmp_path, write_spec
 
 
 def test_workers_beyond_the_memory_are_capped_with_a_message():
+    from suite.sweep.workers import WORKER_BYTES, available_memory, usable_workers
+
     used, why = usable_workers(1000, cores=64, available=3 * 2**30)
     assert used == 3 * 2**30 // WORKER_BYTES == 6
     assert why.startswith("workers: 1000 asked, 6 used: this machine has 3.0 GB of memory "
