@@ -126,8 +126,8 @@ class QuantizeSummary:
     full_precision: tuple[FullPrecision, ...]
     resolutions: dict[str, str]        # weight layer -> resolution label it got
     reasons: dict[str, str]            # weight layer -> why (default, rule ..., keep_fp32=...)
-    params: int
-    params_quantized: int
+    params: int                        # every parameter once (tied ones too), grid steps aside
+    params_quantized: int              # those stored below 32 bits
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
