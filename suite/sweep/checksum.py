@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 CHECKSUM_ATTR = "checksum"
@@ -39,3 +39,16 @@ def verify(user_attrs: Mapping[str, Any]) -> bool | None:
     if written is None:
         return None
     return written == stored_checksum(user_attrs)
+
+
+def damage_lines(trials: Iterable[Any], storage: str) -> list[str]:
+    """A sentence per trial whose stored outcome fails its checksum (one that repair-journal has
+    failed as damaged aside), with what to do about it on ``storage``."""
+    from suite.sweep.storage import REPAIR_COMMAND, is_url
+
+    fix = ("it is left out of the report" if is_url(storage) else
+           f"`{REPAIR_COMMAND} {storage}` fails it so that its cell runs again")
+    return [f"trial {t.number} (cell {t.user_attrs.get('cell')}): its stored config and result "
+            f"do not match their checksum (changed after they were written); {fix}"
+            for t in trials
+            if t.user_attrs.get("failure") != "damaged" and verify(t.user_attrs) is False]

@@ -31,6 +31,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from suite.sweep.checksum import damage_lines
 from suite.sweep.progress import Progress
 from suite.sweep.queue import GRACE_SECONDS, queue_lock, storage_url, sync_queue, undone
 from suite.sweep.slots import slot_identity
@@ -174,6 +175,8 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
           f"{state.done} done, {state.pending} to run"
           + (f", {state.failed_for_good} failed for good" if state.failed_for_good else ""),
           file=sys.stderr)
+    for line in damage_lines(study.get_trials(deepcopy=False), url):
+        print(f"bitsweep: {line}", file=sys.stderr)
     plan = WorkerPlan(spec=spec, url=url, runs_root=str(runs_root),
                       threads=threads or _default_threads(workers), limit=n_trials, grace=grace,
                       wandb_offline=offline)

@@ -252,11 +252,17 @@ def test_a_changed_digit_is_named_by_the_report_and_its_cell_runs_again(twelve, 
     assert rows["7"]["status"] == "failed" and rows["7"]["test_acc"] == ""
     assert rows["6"]["status"] == "ok" and rows["6"]["test_acc"] != ""
 
+    sweep = ["sweep", str(root / "spec.yaml"), "--runs", str(root / "runs"), "--workers", "1",
+             "--threads", "1"]
+    main(sweep)  # the sweep names it too, and the fix
+    err = capsys.readouterr().err
+    assert "trial 7 (cell" in err and "do not match their checksum" in err
+    assert f"bitsweep repair-journal {journal}` fails it" in err
+
     assert main(["repair-journal", str(journal)]) == 0
     assert "twelve: trial 7 (its stored config and result do not match their checksum)" in (
         capsys.readouterr().out)
-    assert main(["sweep", str(root / "spec.yaml"), "--runs", str(root / "runs"), "--workers", "1",
-                 "--threads", "1"]) == 0
+    assert main(sweep) == 0
     after = _done_by_slot(journal, "twelve")
     assert len(after) == 12 and all(len(t) == 1 and verify(t[0].user_attrs)
                                     for t in after.values())

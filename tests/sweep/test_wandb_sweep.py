@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from suite.cli import main
+from suite.sweep.checksum import verify
 from suite.sweep.spec import load_spec
 from suite.sweep.storage import open_storage
 from suite.sweep.wandb import config_for, wandb_sweep_config
@@ -91,6 +92,7 @@ def test_agent_command_trains_the_same_result_as_bitsweep_train(tmp_path, write_
     (trial,) = study.trials
     assert trial.user_attrs["result"]["val_acc"] == agent["val_acc"]
     assert trial.user_attrs["source"] == "wandb-agent"
+    assert verify(trial.user_attrs) is True  # its result carries the checksum the report checks
     assert list((runs / "wb" / "wandb").glob("offline-run-*"))
     # its grid values as params and its objective per epoch, as a sweep trial has them, so
     # optuna-dashboard shows agent runs in the same views
