@@ -1,5 +1,6 @@
 """Where training breaks: the largest learning rate at which a setting still trains, for studies
-that sweep ``lr`` over multiples of the default (the lr-stress axis).
+that sweep ``lr`` over multiples of the default (the lr-stress axis). Only an lr grid axis is one:
+learning rates a tuner sampled (``tune:``) are not a setting axis at all (stats.Tuning).
 
 Definitions (report.md, the max_stable_lr table and the claims C3-lr / C4-lr state them from the
 constants here):
