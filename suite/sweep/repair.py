@@ -154,8 +154,9 @@ class _Draft:
         if op in _TRIAL_DATA:
             if head.group(2) != b"trial_id":
                 raise _refuse(where, line, "it changed a trial whose id is in its damaged part")
-            if target < len(self.trials) and not self.trials[target].placeholder:
-                self.trials[target].lost_at = line
+            trial = self.trials[target] if target < len(self.trials) else None
+            if trial and not trial.placeholder and trial.state not in _FINISHED:
+                trial.lost_at = line  # (Optuna ignores what comes after a trial finished)
             return
         if op == _CREATE_STUDY and head.group(4) and json.loads(head.group(4)) in self.studies:
             return  # a second machine creating the same study: Optuna ignores it
@@ -263,13 +264,17 @@ def _check(storage: Any, draft: _Draft) -> dict[int, str]:
     for frozen in storage.get_all_studies():
         tuned = _is_tuned(frozen.user_attrs)
         for t in storage.get_all_trials(frozen._study_id, deepcopy=False):  # noqa: SLF001
-            mine = draft.trials[t._trial_id]  # noqa: SLF001
+            tid = t._trial_id  # noqa: SLF001
+            mine = draft.trials[tid] if tid < len(draft.trials) else None
+            if mine is None or (mine.study, mine.number) != (frozen._study_id, t.number):  # noqa: SLF001
+                raise Unrepairable(f"trial {t.number} of study {frozen.study_name!r} is not where "
+                                   "the repair expected it; nothing was changed")
             if mine.placeholder or t.state.value not in _FINISHED or t.state.value == _FAIL:
                 continue
             why = (f"journal line {mine.lost_at} held part of its record and was lost"
                    if mine.lost_at is not None else _mismatch(t.user_attrs, tuned))
             if why:
-                bad[t._trial_id] = why  # noqa: SLF001
+                bad[tid] = why
     return bad
 
 

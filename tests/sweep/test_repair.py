@@ -168,6 +168,25 @@ def test_forty_cells_a_lost_creation_early_in_the_journal(tmp_path, capsys, keep
     assert len({t.user_attrs["slot"] for t in finished + waiting}) == 40
 
 
+def test_a_study_an_older_repair_shifted_is_mended(tmp_path, capsys):
+    """An older repair dropped a creation line whole: every line is intact, but 37 trials carry
+    the records of the trial after them. Their checksums (which cover the slot) say so."""
+    journal = tmp_path / "forty.journal"
+    _store_like_the_sweep(journal, FORTY)
+    lines = _lines(journal.read_bytes())
+    del lines[[i for i, line in enumerate(lines) if line.startswith(CREATE)][2]]
+    journal.write_bytes(b"".join(lines))
+
+    assert main(["repair-journal", str(journal)]) == 0
+    study = _study(journal, "forty")
+    finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert all(_own(t) and verify(t.user_attrs) for t in finished) and len(finished) == 2
+    with queue_lock(str(journal)):
+        state = sync_queue(study, parse_spec(FORTY), retry_crashed=True)
+    assert (state.done, state.enqueued) == (2, 38)  # the two before the lost line keep theirs
+    assert capsys.readouterr().out.count("do not match their checksum") == 37
+
+
 def test_a_lost_result_fails_its_trial_alone_and_a_waiting_trial_keeps_its_place(
         tmp_path, capsys):
     journal = tmp_path / "forty.journal"
