@@ -30,6 +30,11 @@ def _ids(kind: str) -> list[str]:
     return [c.id for c in CLAIMS if c.test.kind == kind]
 
 
+def _with(rule: str) -> list[str]:
+    """The claims whose test has the precondition ``rule`` (stable_below, censored)."""
+    return [c.id for c in CLAIMS if getattr(c.test, rule) is not None]
+
+
 def rules_markdown(acc_col: str | None = None) -> str:
     """How every verdict is reached, for report.md (the same constants the code uses);
     ``acc_col``: the accuracy the claims compare (stats.accuracy_column)."""
@@ -62,7 +67,8 @@ def rules_markdown(acc_col: str | None = None) -> str:
         "verdict. A resample redraws the values of each side within each counted setting with "
         "replacement (deviations from their mean scaled by √(n/(n−1)), so a redraw of 2-3 seeds "
         "is as spread as the seeds), then recomputes the statistic, its Welch interval and the "
-        "verdict (C4's nothing-to-restore rule included; the censoring rule of C3-lr and C4-lr, "
+        f"verdict ({' and '.join(_with('stable_below'))}'s nothing-to-restore rule included; "
+        f"the censoring rule of {' and '.join(_with('censored'))}, "
         "when it holds, holds in every resample: a redraw picks from the same censored values). "
         "A verdict that holds in under "
         f"{FRAGILE_BELOW:.0%} of them is marked "
@@ -94,7 +100,8 @@ def rules_markdown(acc_col: str | None = None) -> str:
 
 def _lr_paragraph() -> str:
     return (
-        "Max stable learning rate (C3-lr, C4-lr, the max_stable_lr table): a stress setting is "
+        f"Max stable learning rate ({', '.join(_with('censored'))}, the max_stable_lr table): "
+        "a stress setting is "
         "every swept setting but lr, at one resolution. An lr of it is *stable* when no seed "
         "diverged there and, from the setting's best lr (the one of its best mean accuracy over "
         "its lrs, of the runs that did not diverge) up, the mean accuracy of its runs is within "
