@@ -140,15 +140,19 @@ def _check_sweep_limits(spec: Any, args: argparse.Namespace) -> None:
 
 def cmd_wandb_sweep(args: argparse.Namespace) -> int:
     from suite.sweep.spec import load_spec
-    from suite.sweep.wandb import wandb_sweep_config
+    from suite.sweep.wandb import wandb_sweep_configs
 
-    config = wandb_sweep_config(load_spec(args.spec), runs_root=Path(args.runs))
-    text = yaml.safe_dump(config, sort_keys=False)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}; run it with: wandb sweep {args.out} && wandb agent <sweep-id>")
-    else:
-        print(text, end="")
+    configs = wandb_sweep_configs(load_spec(args.spec), runs_root=Path(args.runs))
+    if not args.out:
+        print(yaml.safe_dump_all(configs, sort_keys=False), end="")
+        return 0
+    out = Path(args.out)
+    # W&B runs one grid per sweep: a union of grids is one file (and one sweep) per grid.
+    paths = [out] if len(configs) == 1 else [
+        out.with_name(f"{out.stem}-grid{i}{out.suffix}") for i in range(len(configs))]
+    for path, config in zip(paths, configs):
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        print(f"wrote {path}; run it with: wandb sweep {path} && wandb agent <sweep-id>")
     return 0
 
 

@@ -4,8 +4,11 @@ W&B sweeps need a W&B server, so Optuna drives sweeps by default; a user who has
 
     bitsweep wandb-sweep sweeps/x.yaml --out sweep.yaml && wandb sweep sweep.yaml && wandb agent ID
 
-The exported config is a grid over the spec's axes (or over cell indices when the spec is a union of
-grids), and its command runs ``bitsweep agent-run SPEC --key=value ...``: one configuration,
+The exported config is a grid over the spec's axes — one config per grid when the spec is a union of
+grids (W&B grids are full factorials), each naming its grid with a constant ``grid`` parameter — so
+the W&B UI shows the same axes as the report. Its command runs ``bitsweep agent-run SPEC
+--key=value ...`` with paths relative to the directory it was exported from (the repository root),
+so the file works on any machine with a clone: one configuration,
 validated by the same spec code, trained by the same ``train``, recorded in the same Optuna storage
 as a ``bitsweep sweep`` trial, so ``bitsweep report`` reads both paths alike. W&B grids take only
 discrete values, so each tuned parameter becomes ``trials`` evenly spaced values of its range.
@@ -39,30 +42,44 @@ def _tune_values(param: TuneParam, count: int) -> list[Any]:
     return [float(f"{v:.6g}") for v in values]
 
 
-def _single_grid(spec: SweepSpec) -> dict[str, list[Any]] | None:
+def _grids(spec: SweepSpec) -> list[dict[str, list[Any]]]:
     grid = spec.raw.get("grid")
-    return dict(grid) if isinstance(grid, dict) else None
+    return [dict(g) for g in (grid if isinstance(grid, list) else [grid])]
 
 
-def wandb_sweep_config(spec: SweepSpec, *, runs_root: Path = Path("runs")) -> dict[str, Any]:
-    """A W&B sweep config (method grid) equivalent to ``spec``."""
-    grid = _single_grid(spec)
-    if grid is not None:
-        parameters = {name: {"values": list(values)} for name, values in grid.items()}
-    else:
-        parameters = {"cell": {"values": list(range(len(spec.cells)))}}
-    for param in spec.tune:
-        parameters[param.name] = {"values": _tune_values(param, spec.trials_per_cell)}
-    spec_path = str(Path(spec.path).resolve()) if spec.path else f"sweeps/{spec.study}.yaml"
-    return {
-        "name": spec.study,
-        "description": spec.description or f"bitsweep study {spec.study}",
-        "method": "grid",
-        "metric": {"name": spec.metric, "goal": spec.direction},
-        "parameters": parameters,
-        "command": ["${env}", "${interpreter}", "-m", "suite", "agent-run", spec_path,
-                    "--runs", str(Path(runs_root).resolve()), "${args}"],
-    }
+def _portable(path: str | Path) -> str:
+    """``path`` relative to the current directory when it lies under it (an absolute path names
+    one machine's folders), as POSIX text."""
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            return path.as_posix()
+    return path.as_posix()
+
+
+def wandb_sweep_configs(spec: SweepSpec, *, runs_root: Path = Path("runs")) -> list[dict[str, Any]]:
+    """W&B sweep configs (method grid) equivalent to ``spec``: one per grid of the spec."""
+    grids = _grids(spec)
+    spec_path = _portable(spec.path) if spec.path else f"sweeps/{spec.study}.yaml"
+    configs = []
+    for index, grid in enumerate(grids):
+        parameters: dict[str, Any] = {"grid": {"value": index}} if len(grids) > 1 else {}
+        parameters.update({name: {"values": list(values)} for name, values in grid.items()})
+        for param in spec.tune:
+            parameters[param.name] = {"values": _tune_values(param, spec.trials_per_cell)}
+        name = spec.study if len(grids) == 1 else f"{spec.study}-grid{index}"
+        configs.append({
+            "name": name,
+            "description": spec.description or f"bitsweep study {spec.study}",
+            "method": "grid",
+            "metric": {"name": spec.metric, "goal": spec.direction},
+            "parameters": parameters,
+            "command": ["${env}", "${interpreter}", "-m", "suite", "agent-run", spec_path,
+                        "--runs", _portable(runs_root), "${args}"],
+        })
+    return configs
 
 
 def parse_agent_args(extra: list[str]) -> dict[str, Any]:
@@ -88,13 +105,18 @@ def config_for(spec: SweepSpec, params: dict[str, Any]) -> tuple[RunConfig, str]
     """The RunConfig and cell key of one agent call, checked by the spec's own validation."""
     params = dict(params)
     tuned = {p.name: params.pop(p.name) for p in spec.tune if p.name in params}
-    if "cell" in params:
+    grids = _grids(spec)
+    if "cell" in params:  # configs exported before grids were named: a cell index
         index = params.pop("cell")
         if not isinstance(index, int) or not 0 <= index < len(spec.cells):
             raise SpecError(f"cell={index!r}: the study has cells 0..{len(spec.cells) - 1}")
         config = spec.cells[index]
     else:
-        grid = _single_grid(spec) or {}
+        index = params.pop("grid", 0 if len(grids) == 1 else None)
+        if not isinstance(index, int) or not 0 <= index < len(grids):
+            raise SpecError(f"grid={index!r}: study {spec.study!r} has grids "
+                            f"0..{len(grids) - 1}; pass --grid=<index> with the grid's axes")
+        grid = grids[index]
         unknown = sorted(set(params) - set(grid))
         if unknown:
             raise SpecError(f"{', '.join(unknown)}: not an axis of study {spec.study!r} "

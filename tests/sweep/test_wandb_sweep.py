@@ -15,9 +15,9 @@ import yaml
 
 from suite.cli import main
 from suite.sweep.checksum import verify
-from suite.sweep.spec import load_spec
+from suite.sweep.spec import SpecError, load_spec
 from suite.sweep.storage import open_storage
-from suite.sweep.wandb import config_for, wandb_sweep_config
+from suite.sweep.wandb import config_for, wandb_sweep_configs
 
 ROOT = Path(__file__).parents[2]
 RAW = {"study": "wb", "fixed": {"dataset": "digits", "epochs": 2, "batch_size": 256},
@@ -63,14 +63,14 @@ def test_exported_config_is_a_grid_over_the_spec_axes(tmp_path, write_spec, caps
 def test_tuned_parameters_become_discrete_values(write_spec):
     spec = load_spec(write_spec({**RAW, "tune": {"lr": {"low": 1e-4, "high": 1e-2, "log": True},
                                                  "trials": 3}}))
-    values = wandb_sweep_config(spec)["parameters"]["lr"]["values"]
+    values = wandb_sweep_configs(spec)[0]["parameters"]["lr"]["values"]
     assert values == pytest.approx([1e-4, 1e-3, 1e-2])
 
 
 def test_agent_command_trains_the_same_result_as_bitsweep_train(tmp_path, write_spec):
     spec_path = write_spec(RAW)
     runs = tmp_path / "runs"
-    config = wandb_sweep_config(load_spec(spec_path), runs_root=runs)
+    config, = wandb_sweep_configs(load_spec(spec_path), runs_root=runs)
     env = {**os.environ, "CI": "true", "WANDB_MODE": "offline", "WANDB_RUN_ID": "agent1"}
     cmd = agent_command(config["command"], {"model": "fc", "bits": 2, "zero": True, "seed": 1})
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -130,3 +130,40 @@ def test_an_agents_tuned_value_is_recorded_under_the_distribution_the_sweep_uses
     assert dists["lr"] == distribution(spec.tune[0])
     outside = config.replace(lr=0.5)  # not in the tuned range: left out, not an error
     assert "lr" not in _agent_params(study, spec, outside, {"lr": 0.5})[0]
+
+
+def test_a_union_of_grids_exports_each_grids_axes_with_portable_paths(tmp_path, monkeypatch,
+                                                                      capsys):
+    """The default study is a union of grids: W&B shows their axes (not one opaque `cell`), every
+    W&B grid point is one spec cell and every cell is one point, and the command names the sweep
+    file and runs folder as a clone on another machine has them."""
+    import itertools
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "sweep.yaml"
+    assert main(["wandb-sweep", "sweeps/default.yaml", "--out", str(out)]) == 0
+    spec = load_spec("sweeps/default.yaml")
+    grids = spec.raw["grid"]
+    files = sorted(tmp_path.glob("sweep-grid*.yaml"))
+    assert len(files) == len(grids) > 1 and not out.exists()
+    keys = []
+    for index, path in enumerate(files):
+        config = yaml.safe_load(path.read_text())
+        params = config["parameters"]
+        assert params.pop("grid") == {"value": index}
+        assert params == {axis: {"values": list(v)} for axis, v in grids[index].items()}
+        assert "cell" not in params
+        command = config["command"]
+        assert command[command.index("agent-run") + 1:][:3] == ["sweeps/default.yaml", "--runs",
+                                                                 "runs"]
+        assert not any(str(part).startswith("/") for part in command)
+        for values in itertools.product(*(v["values"] for v in params.values())):
+            keys.append(config_for(spec, {"grid": index, **dict(zip(params, values))})[1])
+    assert sorted(keys) == sorted(spec.key(c) for c in spec.cells)
+
+
+def test_an_agent_call_names_an_existing_grid(write_spec):
+    spec = load_spec(write_spec({**RAW, "grid": [RAW["grid"], {"model": ["cnn"], "seed": [0]}]}))
+    with pytest.raises(SpecError, match="grid=5"):
+        config_for(spec, {"grid": 5, "model": "cnn", "seed": 0})
+    assert config_for(spec, {"grid": 1, "model": "cnn", "seed": 0})[0].model == "cnn"
