@@ -224,21 +224,27 @@ def _knob(spec: dict[str, Any]) -> str:
     """The knob that makes a preset too large: the width or depth when set, else the preset."""
     if spec.get("width", 1.0) != 1.0:
         return f"width={spec['width']!r}"
+    if spec.get("model_args"):
+        return f"model_args={spec['model_args']!r}"
     if spec.get("depth") is not None:
         return f"depth={spec['depth']!r}"
     return f"model={spec['name']!r}"
 
 
-def check_fits(spec: dict[str, Any], available: int | None) -> None:
+def check_fits(spec: dict[str, Any], available: int | None, model: nn.Module | None = None) -> None:
     """Raise ModelTooLarge when training the model of ``spec`` needs more than ``available`` bytes
-    (None: unknown, so not checked), before anything is allocated."""
-    if available is None or spec.get("kind") == USER_KIND:
-        # a user model is counted once built (suite.run.train): its factory is the user's code,
-        # which need not build on the meta device
+    (None: unknown, so not checked): before anything is allocated, or, given the ``model``
+    already built (a user model: its factory is the user's code, which need not build on the
+    meta device), before it moves to the training device."""
+    if available is None or (model is None and spec.get("kind") == USER_KIND):
         return
     where = f"{available:,} bytes ({available / 2**30:.1f} GiB) are available"
     try:
-        params, buffer_bytes = model_size(spec)
+        if model is not None:
+            params = sum(p.numel() for p in model.parameters())
+            buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+        else:
+            params, buffer_bytes = model_size(spec)
     except Exception as err:  # noqa: BLE001 - an estimate must never stop a run that would train
         if not (isinstance(err, RuntimeError) and "overflow" in str(err)):
             return  # the estimate failed, not the model: let the real build decide

@@ -52,6 +52,15 @@ from suite.run.files import (
     WANDB_RUN_NAME,
     WEIGHTS_NAME,
 )
+from suite.run.devices import resolve_device
+from suite.run.files import (
+    CONFIG_NAME,
+    CURVES_NAME,
+    PACKED_NAME,
+    SPEC_NAME,
+    WANDB_RUN_NAME,
+    WEIGHTS_NAME,
+)
 from suite.run.layout import use_channels_last
 from suite.run.outdir import check_out, staged
 from suite.run.ranks import (
@@ -191,8 +200,11 @@ def _prepare(config: RunConfig) -> _Prepared:
         module = module_for(data.task)(config.to_dict(), spec, len(loaders[0]), data.num_classes)
         if spec.get("kind") == "user":
             check_outputs(module.model, _sample(data), data.task, data.num_classes)
+            check_fits(spec, placement.model_room(free), model=module.model)
     except UserModelError as err:  # the user's factory, import string or forward pass
         raise ConfigError(f"model={config.model!r}{_args(config, 'model')}: {err}") from None
+    except ModelTooLarge as err:  # built on the host; refused before it takes the device's memory
+        raise ConfigError(str(err)) from None
     channels_last = _set_layout(config, module.model, data, device, loaders)
     summary = param_summary(module.model)
     res = config.resolution

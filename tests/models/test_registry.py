@@ -129,3 +129,52 @@ def test_spec_that_no_longer_matches_the_code_is_refused() -> None:
     spec["arch"]["channels"] = [1, 2, 3]
     with pytest.raises(ValueError, match="no longer matches"):
         model_from_spec(spec)
+
+
+USER_MODULE = '''
+from torch import nn
+
+
+def mlp(input_shape, num_classes, width=1.0, hidden=8, **kwargs):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, round(hidden * width)), nn.ReLU(),
+                         nn.Linear(round(hidden * width), num_classes))
+'''
+
+
+@pytest.fixture
+def user_spec(tmp_path, monkeypatch) -> dict:
+    import uuid
+
+    from suite.models.registry import qconfig_to_dict
+    from suite.models.user import user_spec as make_spec
+
+    name = f"user_models_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return make_spec(f"{name}:mlp", qconfig=qconfig_to_dict(QuantConfig("1.58")),
+                     input_shape=(1, 4, 4), num_classes=3, width=2.0,
+                     model_args={"hidden": 5}, task="image", layers=["3=fp32"])
+
+
+def test_a_user_spec_rebuilds_its_model_quantised_as_recorded(user_spec) -> None:
+    from suite.quant import QuantMixin
+
+    spec = json.loads(json.dumps(user_spec))  # as model.json stores it
+    model = model_from_spec(spec)
+    first, last = model[1], model[3]
+    assert isinstance(first, QuantMixin) and isinstance(last, QuantMixin)
+    assert first.weight.shape == (10, 16)  # hidden * width from the recorded arguments
+    assert first.qconfig.resolution.label == "1.58" and last.qconfig.resolution.label == "fp32"
+    assert model(torch.randn(2, 1, 4, 4)).shape == (2, 3)
+
+
+def test_a_user_model_that_cannot_train_in_memory_is_refused(user_spec) -> None:
+    from suite.models.registry import ModelTooLarge, check_fits
+
+    model = model_from_spec(user_spec)
+    params = sum(p.numel() for p in model.parameters())
+    check_fits(user_spec, params * 16, model=model)  # exactly enough: weights, grads, Adam
+    with pytest.raises(ModelTooLarge, match=r"width=2\.0: model 'user_models_\w+:mlp' would have"):
+        check_fits(user_spec, params * 16 - 1, model=model)
+    check_fits(user_spec, 1)  # not built yet: a user factory is not run on the meta device
