@@ -52,15 +52,6 @@ from suite.run.files import (
     WANDB_RUN_NAME,
     WEIGHTS_NAME,
 )
-from suite.run.devices import resolve_device
-from suite.run.files import (
-    CONFIG_NAME,
-    CURVES_NAME,
-    PACKED_NAME,
-    SPEC_NAME,
-    WANDB_RUN_NAME,
-    WEIGHTS_NAME,
-)
 from suite.run.layout import use_channels_last
 from suite.run.outdir import check_out, staged
 from suite.run.ranks import (
