@@ -252,36 +252,6 @@ def _sample(data: DataSplits) -> torch.Tensor:
     return x
 
 
-def _args(config: RunConfig, source: str) -> str:
-    args = getattr(config, f"{source}_args")
-    return f" ({source}_args={args!r})" if args else ""
-
-
-def _check_task(config: RunConfig, data: DataSplits) -> None:
-    """What RunConfig could not check before a user loader said what its data is."""
-    wanted = model_task(config.model)
-    if wanted is not None and wanted != data.task:
-        kind = "a text corpus" if wanted == "text" else "an image dataset"
-        raise ConfigError(f"dataset={config.dataset!r}: model {config.model!r} needs {kind}, but "
-                          f"the loader gave {data.task} data")
-    if data.task == "text" and config.augment != "none":
-        raise ConfigError(f"augment={config.augment!r}: dataset {config.dataset!r} is text, which "
-                          "takes no augmentation; use none")
-    if data.task == "text" and config.memory_format == "channels_last":
-        raise ConfigError(f"memory_format='channels_last': dataset {config.dataset!r} is text; "
-                          "use auto or contiguous")
-
-
-def _sample(data: DataSplits) -> torch.Tensor:
-    """Two validation examples as the model sees them (uint8 images normalised)."""
-    x = data.val_x[:2]
-    if data.pixel_norm is not None:
-        from suite.data.images import normalise_batch, pixel_stats
-
-        x = normalise_batch(x, pixel_stats(*data.pixel_norm))
-    return x
-
-
 def _loaders(config: RunConfig, data: DataSplits, device: torch.device, placement: Placement,
              shard: tuple[int, int]) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
     """The train, val and test loaders, their data resident on ``device`` or streamed to it."""
