@@ -159,7 +159,7 @@ def run_trial(trial: optuna.Trial, plan: WorkerPlan) -> str:
     trial.set_user_attr("result", result)
     trial.set_user_attr(CHECKSUM_ATTR, record_checksum(  # the report checks it before any use
         slot=attrs.get("slot"), cell=attrs.get("cell"), config=config.to_dict(), result=result))
-    trial.set_user_attr("curves", _read_curves(run_dir / "curves.csv"))
+    trial.set_user_attr("curves", _read_curves(run_dir / CURVES_NAME))
     trial.set_user_attr("diverged", bool(result.get("diverged")))
     value = result.get(spec.metric)
     if not isinstance(value, (int, float)) or not math.isfinite(value):
