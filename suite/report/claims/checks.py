@@ -13,18 +13,24 @@ hide an effect above it, so when every value a claim needs to move is censored t
 inconclusive (``Test.censored``); that holds in every resample too, since a resample redraws the
 same censored values.
 
+C1-mem, C6 and C7 compare resolutions at equal stored bytes (``EqualBytes``; the accuracy each
+resolution reaches at a budget comes from suite/report/memory.py): a stratum there is a setting at
+one budget of its ladder, and a study without a width axis cannot test them.
+
 Each check returns ``decide.not_tested`` when the study lacks a group the claim compares.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from suite.report.claims.claim import Claim, ClaimResult, Options
 from suite.report.claims.decide import decide, not_tested
-from suite.report.claims.strata import long_enough, longest_budget, strata
+from suite.report.claims.strata import MIN_RUNS, Strata, long_enough, longest_budget, strata
 from suite.report.lrstress import NO_LR_VARIATION, seed_frontier, stress_axes
 from suite.report.stats import MATCH_TOLERANCE, ReportData, epochs_to_match, run_instability
 
@@ -192,3 +198,102 @@ def zero_lr(data: ReportData, claim: Claim, opts: Options) -> ClaimResult:
     flags = strata(ms, keys, is_zero, free, ms["censored"].astype(float))
     censored = bool(flags.groups) and all(b.all() for _, b in flags.groups)
     return decide(claim, counted, opts, censored=claim.test.censored if censored else None)
+
+
+# --- at equal stored bytes (C1-mem, C6, C7) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EqualBytes:
+    """A claim about accuracy at equal stored bytes (suite/report/memory.py reads each
+    resolution's accuracy at a ladder of budgets off its own width curve). Per (setting, budget)
+    stratum, side A is the best of ``a`` measured there and side B the best of ``b`` (None: of
+    every resolution measured there, A's included, so A's gap to the best is 0 where A is the
+    best). ``every``: the claim must hold at every budget (claims.every) rather than on the mean
+    over budgets (``decide``). Rows: one per model family and quantiser, plus a pooled one."""
+
+    a: tuple[str, ...]
+    b: tuple[str, ...] | None = None
+    every: bool = False
+
+    def check(self, data: ReportData, claim: Claim, opts: Options) -> ClaimResult:
+        """The pooled row: every family and quantiser together."""
+        missing, by_row = self._strata(data)
+        if missing:
+            return not_tested(claim, missing)
+        return self._decide(claim, [s for rows in by_row.values() for s in rows], opts)
+
+    def rows(self, data: ReportData, claim: Claim, opts: Options) -> list[ClaimResult]:
+        missing, by_row = self._strata(data)
+        if missing:
+            return [not_tested(claim, missing)]
+        if len(by_row) == 1:
+            return [self._decide(claim, next(iter(by_row.values())), opts)]
+        out = []
+        for (family, quantiser), strata_ in by_row.items():
+            res = self._decide(claim, strata_, opts)
+            res.id = f"{claim.id} ({family}, scale_rule = {quantiser})"
+            out.append(res)
+        res = self._decide(claim, [s for rows in by_row.values() for s in rows], opts)
+        res.id = f"{claim.id} (pooled)"
+        return [*out, res]
+
+    def _decide(self, claim: Claim, strata_: list, opts: Options) -> ClaimResult:
+        from suite.report.claims.every import decide_every
+
+        if self.every:
+            return decide_every(claim, strata_, opts)
+        out = Strata()
+        for s in strata_:
+            a, b = s.a[np.isfinite(s.a)], s.b[np.isfinite(s.b)]
+            if len(a) and len(b) and min(len(a), len(b)) > min(out.best):
+                out.best = (len(a), len(b))
+            if min(len(a), len(b)) >= MIN_RUNS:
+                out.groups.append((a, b))
+                out.n_a, out.n_b = out.n_a + len(a), out.n_b + len(b)
+        out.models = tuple(sorted({s.model for s in strata_}))
+        return decide(claim, out, opts)
+
+    def _missing(self, points: pd.DataFrame, widths: bool) -> str | None:
+        if points.empty:
+            return "no completed run with an accuracy and stored bytes"
+        if not widths:
+            return ("no width axis: every resolution was trained at one width (accuracy at "
+                    "equal stored bytes needs each resolution's curve over widths)")
+        curved = points.groupby(["family", "scale_rule", "keep_fp32", "precision"])["width"] \
+            .transform("nunique") > 1
+        for side in (self.a, self.b):
+            if side is None:
+                continue
+            names = "/".join(side)
+            if not points["precision"].isin(side).any():
+                return f"no {names} runs"
+            if not (curved & points["precision"].isin(side)).any():
+                return f"no {names} runs at more than one width"
+        return None
+
+    def _strata(self, data: ReportData) -> tuple[str | None, dict[tuple[str, str], list]]:
+        # memory reads claims.strata: imported here, after the claims package has loaded
+        from suite.report import memory
+        from suite.report.claims.every import Stratum
+
+        b = memory.analyse(data)
+        missing = self._missing(b.points, b.widths)
+        if missing:
+            return missing, {}
+        col = {c: i for i, c in enumerate(b.setting)}
+        curved = b.points.groupby(["family", "scale_rule", "precision"])["width"].nunique() > 1
+        by_row: dict[tuple[str, str], list] = {
+            key[:2]: [] for key in sorted(curved[curved].index)}
+        for key, cands in b.values.items():
+            side_a = {p: v for p, v in cands.items() if p in self.a}
+            side_b = {p: v for p, v in cands.items() if self.b is None or p in self.b}
+            if not side_a or not side_b or (self.b is None and len(cands) < 2):
+                continue
+            family, quantiser = key[col["family"]], key[col["scale_rule"]]
+            label = (f"{family}, scale_rule = {quantiser}, keep_fp32 = {key[col['keep_fp32']]}, "
+                     f"{key[-1] / memory.KIB:g} KiB")
+            best_a, best_b = memory.ranked(side_a)[0], memory.ranked(side_b)[0]
+            by_row.setdefault((family, quantiser), []).append(
+                Stratum(label, side_a[best_a], side_b[best_b], str(key[col["model"]])))
+        return None, by_row

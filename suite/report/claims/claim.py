@@ -48,7 +48,9 @@ class Claim:
     """One claim of the papers: its id (written here only), its words, the statistic that tests
     it and how that is judged (``test``), the function that computes it from a study
     (``check(data, claim, options)``) and the setting whose values get a row each (``split``,
-    a ``definitions.SPLITS`` column, or None)."""
+    a ``definitions.SPLITS`` column, or None). A claim with rows of its own (``rows``: the
+    memory claims, one per model family and quantiser plus a pooled one) gets them from
+    ``rows(data, claim, options)``; ``check`` then gives its row on the whole study."""
 
     id: str
     claim: str
@@ -57,6 +59,7 @@ class Claim:
     test: Test
     check: Callable[[ReportData, Claim, Options], ClaimResult]
     split: str | None = None
+    rows: Callable[[ReportData, Claim, Options], list[ClaimResult]] | None = None
 
     @property
     def rule(self) -> str:

@@ -24,11 +24,22 @@ EPOCH_MARGIN = 1.0  # epochs: smaller differences in epochs-to-match are "no eff
 LR_MARGIN = 1.0  # log2 of the max stable lr: differences under a factor of 2 are "no effect"
 
 _ACC = Test("equivalence", ACC_MARGIN, "points")
+_ACC_EFFECT = Test("effect", ACC_MARGIN, "points")
 _INSTABILITY = Test("effect", INSTABILITY_MARGIN, "points")
 _LR = Test("effect", LR_MARGIN, "log2 lr")
 _MSL = ("log2 of the max stable lr per seed, as a multiple of its setting's smallest lr "
         "(1 = a factor of 2)")
 _PAPER1, _PAPER2 = "arXiv 2509.07025", "arXiv 2502.08795"
+# At equal stored bytes (checks.EqualBytes): how a budget's accuracy is read, and the every rule.
+_AT_BUDGET = ("at each budget of a ladder (powers of 2 KiB) per setting, each resolution's "
+              "accuracy read off its own width curve, linear in log stored bytes between adjacent "
+              "widths, never extrapolated")
+_EVERY = ("; each budget decided by the interval of its own setting, then the row: contradicted "
+          "if any budget is, supported if every budget is, otherwise inconclusive (its numbers: "
+          "the deciding budget's)")
+_BEST_MEM = checks.EqualBytes(("2.32",), every=True)
+_PARETOQ = checks.EqualBytes(("1.58", "2", "2.32", "3"), ("1", "bnn", "4"))
+_FOUR_BITS = checks.EqualBytes(("4",), every=True)
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(
@@ -78,6 +89,28 @@ CLAIMS: tuple[Claim, ...] = (
         "C5", "binary normalized networks (bnn) reach about the 32-bit accuracy", _PAPER1,
         "acc(bnn) − acc(fp32), points, matched settings at each model's largest epoch budget",
         _ACC, checks.gap_to_fp32("bnn"), split="conv_norm",
+    ),
+    Claim(
+        "C1-mem", "at equal stored bytes, 2.32 bits is within the margin of the best resolution "
+        "at every budget", f"{_PAPER2} (2.32 bits as the best balance of memory and accuracy)",
+        f"acc(2.32) − acc(the best resolution at the budget, 2.32 included: 0 where 2.32 is "
+        f"the best), points, {_AT_BUDGET}{_EVERY}",
+        _ACC, _BEST_MEM.check, rows=_BEST_MEM.rows,
+    ),
+    Claim(
+        "C6", "at equal stored bytes, 1.58-3 bits beat 4 bits and binary",
+        "Liu et al. 2025, ParetoQ (arXiv 2502.02631)",
+        f"acc(the best of 1.58, 2, 2.32, 3 bits) − acc(the best of 4 bits, 1 bit and bnn), "
+        f"points, {_AT_BUDGET}; mean over the settings and budgets where both sides are measured",
+        _ACC_EFFECT, _PARETOQ.check, rows=_PARETOQ.rows,
+    ),
+    Claim(
+        "C7", "4 bits is the best use of a fixed number of bits",
+        "Dettmers & Zettlemoyer 2023 (arXiv 2212.09720; post-training quantisation, tested "
+        "here in its QAT counterpart)",
+        f"acc(4) − acc(the best resolution at the budget, 4 included: 0 where 4 is the best), "
+        f"points, {_AT_BUDGET}{_EVERY}",
+        _ACC, _FOUR_BITS.check, rows=_FOUR_BITS.rows,
     ),
 )
 SPECS: dict[str, Claim] = {c.id: c for c in CLAIMS}
@@ -140,6 +173,8 @@ def _subset(data: ReportData, split: Split, value: str) -> tuple[ReportData, str
 
 
 def _rows(data: ReportData, claim: Claim, opts: Options) -> list[ClaimResult]:
+    if claim.rows is not None:
+        return claim.rows(data, claim, opts)
     split = next((s for s in SPLITS if s.column == claim.split), None)
     values = split_values(data, split) if split is not None else []
     if split is None or len(values) < 2:
