@@ -137,10 +137,10 @@ def test_no_written_file_holds_the_storage_password(kind, workers, request, tmp_
 
     trial_runs = list((runs / study).rglob("offline-run-*/run-*.wandb"))
     assert len(trial_runs) == 3  # two trials and the report: W&B did record them
-    assert PASSWORD not in printed
-    assert _files_holding(runs, PASSWORD) == []
-    assert _files_holding(out, PASSWORD) == []
-    assert PASSWORD not in _stored_attrs(storage, study)
+    leaks = _files_holding(runs, PASSWORD) + _files_holding(out, PASSWORD)
+    leaks += ["the commands' output"] * (PASSWORD in printed)
+    leaks += ["the study's attrs in its storage"] * (PASSWORD in _stored_attrs(storage, study))
+    assert leaks == [], "\n".join(leaks)
     # what was recorded is still there, the password hidden: the command line W&B keeps
     if kind in ("postgres", "mysql"):
         assert all(describe(storage).encode() in p.read_bytes() for p in trial_runs)
