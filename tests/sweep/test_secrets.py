@@ -47,9 +47,10 @@ def pg_secret(postgres_url: str) -> sqlalchemy.engine.URL:
     _admin(postgres_url, f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'",
            f"CREATE DATABASE {DATABASE} OWNER {USER}")
     hba = Path(_admin(postgres_url, "SHOW hba_file")[0][0])
-    # pg_hba.conf takes the first line that matches: this one before the server's "trust"
-    hba.write_text(f"host all {USER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
-    _admin(postgres_url, "SELECT pg_reload_conf()")
+    if hba.is_file():  # the private server (an existing one, BITSWEEP_TEST_POSTGRES_URL: its own)
+        # pg_hba.conf takes the first line that matches: this one before the server's "trust"
+        hba.write_text(f"host all {USER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        _admin(postgres_url, "SELECT pg_reload_conf()")
     url = sqlalchemy.engine.make_url(postgres_url).set(username=USER, database=DATABASE)
     _refused_without_password(url)
     return url
