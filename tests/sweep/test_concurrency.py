@@ -225,8 +225,9 @@ def test_a_worker_whose_trial_another_machine_ended_says_so_and_goes_on(tmp_path
         while time.time() < deadline:  # polling a state to observe, not ordering a race
             running = [t for t in _study(str(journal), "ended").get_trials(deepcopy=False)
                        if t.state == TrialState.RUNNING] if journal.exists() else []
-            # model.json is written once imports and data are done: from there the fit runs.
-            if running and (Path(running[0].user_attrs.get("run_dir", "")) / "model.json").exists():
+            # The objective is reported after every epoch: from the first on, the fit runs. (Not
+            # the run dir's model.json: a run writes beside it and moves in when it ends.)
+            if running and running[0].intermediate_values:
                 break
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.1)
