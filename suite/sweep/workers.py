@@ -203,8 +203,9 @@ def available_memory() -> int | None:
 
 def cap_workers(asked: int) -> int:
     """``asked``, or as many workers as this machine can run (``usable_workers``), said."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    used, why = usable_workers(asked, cores or 1, available_memory())
+    from suite.run.cores import usable_cores
+
+    used, why = usable_workers(asked, usable_cores(), available_memory())
     if why:
         print(f"bitsweep: {why}", file=sys.stderr)
     return used
