@@ -8,6 +8,7 @@ as such (with its message), so a bug does not hide behind a missing-data note.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -71,9 +72,11 @@ def build_report(
     ``sweep_command``: the command that made (and resumes) the runs, when known.
     """
     out_dir = Path(out_dir)
+    # Stale files from an earlier build of the same study would be shown as current. Figures
+    # are the exception: their files are kept and rewritten only where their bytes change (a
+    # rebuild of unchanged data leaves them as they were); stale ones go after drawing.
+    shutil.rmtree(out_dir / "tables", ignore_errors=True)
     for sub in ("figures", "tables"):
-        # Stale files from an earlier build of the same study would be shown as current.
-        shutil.rmtree(out_dir / sub, ignore_errors=True)
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     spec = spec if spec is not None else frames.spec
     data = prepare(frames)
@@ -131,28 +134,33 @@ class _Drawn:
     name: str
     title: str
     caption: str
+    widths: tuple[str, ...] = ("",)  # the style.FIGURE_WIDTHS suffixes written
+    paths: tuple[Path, ...] = ()
 
 
 # (data, figure directory, formats): inherited by forked workers, never pickled
 _JOB: tuple[ReportData, Path, tuple[str, ...]] | None = None
 
 
-def _draw_one(index: int) -> tuple[_Drawn | None, list[str]]:
+def _draw_one(task: tuple[int, str]) -> tuple[_Drawn | None, list[str]]:
+    """Figure FIGURES[index] at the width of ``suffix``, saved as <name><suffix>.<fmt>."""
     assert _JOB is not None
     data, fig_dir, formats = _JOB
+    index, suffix = task
     notes: list[str] = []
     with style.paper_style():
-        out = _attempt(FIGURES[index], data, notes)
+        out = _attempt(FIGURES[index], data, notes, style.FIGURE_WIDTHS[suffix])
         if out is None:
             return None, notes
+        stem = style.figure_stem(out.name, suffix)
         try:
-            style.save_figure(out.fig, fig_dir / out.name, formats)
+            paths = style.save_figure(out.fig, fig_dir / stem, formats)
         except Exception as exc:  # e.g. a full disk: say so in report.md, drop partial files
-            for path in fig_dir.glob(f"{out.name}.*"):
+            for path in fig_dir.glob(f"{stem}.*"):
                 path.unlink()
-            notes.append(f"figure {out.name}: ERROR while saving ({type(exc).__name__}: {exc})")
+            notes.append(f"figure {stem}: ERROR while saving ({type(exc).__name__}: {exc})")
             return None, notes
-    return _Drawn(out.name, out.title, out.caption), notes + out.notes
+    return _Drawn(out.name, out.title, out.caption, (suffix,), tuple(paths)), notes + out.notes
 
 
 def default_workers() -> int:
@@ -166,7 +174,7 @@ def default_workers() -> int:
 
 # Slowest first, so two workers finish together; the report keeps FIGURES order.
 _COST_ORDER = ("stability", "learning_curves", "lr_stability", "gap_heatmap", "accuracy_vs_bits",
-               "epochs_to_fp32", "memory_vs_accuracy")
+               "epochs_to_fp32", "memory_frontier")
 
 
 class _FigureJob:
@@ -179,13 +187,16 @@ class _FigureJob:
         _JOB = (data, fig_dir, formats)
         names = [f.__name__ for f in FIGURES]
         rank = {n: i for i, n in enumerate(_COST_ORDER)}
-        self.order = sorted(range(len(FIGURES)), key=lambda i: rank.get(names[i], len(rank)))
+        self.fig_dir = fig_dir
+        self.order = [(i, suffix) for i in sorted(range(len(FIGURES)),
+                                                  key=lambda i: rank.get(names[i], len(rank)))
+                      for suffix in style.FIGURE_WIDTHS]
         self.pool = None
         self.pending = None
         if workers > 1 and "fork" in mp.get_all_start_methods():
             try:
                 # fork shares the prepared frames with the workers without pickling them.
-                self.pool = mp.get_context("fork").Pool(min(workers, len(FIGURES)))
+                self.pool = mp.get_context("fork").Pool(min(workers, len(self.order)))
                 self.pending = self.pool.map_async(_draw_one, self.order, chunksize=1)
             except OSError:
                 self.pool = None
@@ -202,21 +213,32 @@ class _FigureJob:
                 self.pool.close()
                 self.pool.join()
             _JOB = None
-        by_index = dict(zip(self.order, results, strict=True))
+        by_task = dict(zip(self.order, results, strict=True))
         made = []
+        written: set[Path] = set()
         for i in range(len(FIGURES)):
-            drawn, fig_notes = by_index[i]
-            notes.extend(fig_notes)
+            drawn: _Drawn | None = None
+            for suffix in style.FIGURE_WIDTHS:  # the 7 in version first: its caption is shown
+                one, fig_notes = by_task[(i, suffix)]
+                notes.extend(fig_notes)
+                if one is None:
+                    continue
+                written.update(one.paths)
+                drawn = one if drawn is None else dataclasses.replace(
+                    drawn, widths=drawn.widths + one.widths, paths=drawn.paths + one.paths)
             if drawn is not None:
                 made.append(drawn)
+        for path in self.fig_dir.iterdir():  # figures (or formats) this build did not make
+            if path.is_file() and path not in written:
+                path.unlink()
         return made
 
 
-def _attempt(make: Callable[[ReportData], FigureOutput], data: ReportData,
-             notes: list[str]) -> FigureOutput | None:
+def _attempt(make: Callable[..., FigureOutput], data: ReportData, notes: list[str],
+             width: float) -> FigureOutput | None:
     name = make.__name__
     try:
-        return make(data)
+        return make(data, width)
     except Unavailable as exc:
         notes.append(f"figure {name}: not drawn, {exc}")
     except Exception as exc:  # one broken figure must not cost the whole report
@@ -391,9 +413,11 @@ def _report_md(out_dir, frames, data, study, spec, command, cwd, figures, tables
         shown = "png" if "png" in formats else "svg" if "svg" in formats else None
         lines += [f"### {f.title}", ""]
         lines += [f"![{f.title}](figures/{f.name}.{shown})", ""] if shown else []
-        lines += [f.caption, "", "Files: " + " · ".join(
-            f"[{fmt.upper()}](figures/{f.name}.{fmt})" for fmt in style.FORMATS
-            if fmt in formats), ""]
+        lines += [f.caption, "", "Files: " + "; ".join(
+            f"{style.FIGURE_WIDTHS[w]:g} in " + " · ".join(
+                f"[{fmt.upper()}](figures/{style.figure_stem(f.name, w)}.{fmt})"
+                for fmt in style.FORMATS if fmt in formats)
+            for w in f.widths), ""]
     lines += ["## Tables", ""]
     for t in tables:
         if t.name == "claims":

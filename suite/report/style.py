@@ -8,6 +8,7 @@ zero-included, and the marker tells them apart too, so nothing rests on colour a
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,10 @@ from matplotlib.figure import Figure
 
 SINGLE_COLUMN_IN = 3.5
 DOUBLE_COLUMN_IN = 7.0
+# Every figure is written at both journal column widths: <name>.<fmt> at 7 in and
+# <name>_1col.<fmt> at 3.5 in (the suffix says which file goes in a single column).
+FIGURE_WIDTHS: dict[str, float] = {"": DOUBLE_COLUMN_IN, "_1col": SINGLE_COLUMN_IN}
+MIN_FONT_PT = 6.0  # the smallest text at print size that journals accept
 DPI = 300
 FORMATS = ("pdf", "svg", "png")
 FORMATS_IN_SAVE_ORDER = ("png", "pdf", "svg")
@@ -86,6 +91,7 @@ RC: dict[str, object] = {
     "axes.axisbelow": True,
     "legend.frameon": False,
     "savefig.dpi": DPI,
+    "svg.hashsalt": "bitsweep",  # fixed ids: an SVG of unchanged data keeps its bytes
     "figure.dpi": 100,
 }
 
@@ -125,21 +131,43 @@ def new_figure(
     return fig, axes
 
 
-def figure_width(n_panels: int) -> float:
-    return SINGLE_COLUMN_IN if n_panels <= 1 else DOUBLE_COLUMN_IN
+def blank_figure(width: float, height: float) -> Figure:
+    """A constrained-layout figure with no axes yet (for a layout of nested grids)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_figure(fig: Figure, stem: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Write ``fig`` as ``stem``.<fmt> for each format and return the paths. The bytes depend
+    only on the figure (fixed metadata, no dates, fixed SVG ids), and a file that already holds
+    them is not written again: a rebuilt report leaves the figures of unchanged data untouched,
+    mtime included."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in (f for f in FORMATS_IN_SAVE_ORDER if f in formats):
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=DPI, metadata=_metadata(fmt))
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=DPI, metadata=_metadata(fmt))
         # The first save ran constrained layout; freeze it so the other formats skip the
         # layout pass (positions are figure fractions, the same at every dpi and backend).
         fig.set_layout_engine("none")
+        write_if_changed(path, buf.getvalue())
         paths.append(path)
     return paths
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it already holds exactly that; True if written."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # never a half-written figure under the real name
+    return True
 
 
 def _metadata(fmt: str) -> dict[str, str | None]:
@@ -148,6 +176,7 @@ def _metadata(fmt: str) -> dict[str, str | None]:
         return {"Creator": "bitsweep report", "Producer": None, "CreationDate": None}
     if fmt == "svg":
         return {"Creator": "bitsweep report", "Date": None}
+    # PNG: without a fixed Software entry matplotlib writes its own version into the file.
     return {"Software": "bitsweep report"}
 
 
@@ -158,3 +187,8 @@ def hide_unused(axes: np.ndarray, used: int) -> None:
 
 def panel_title(ax: Axes, text: str) -> None:
     ax.set_title(text, loc="left", fontsize=8)
+
+
+def figure_stem(name: str, suffix: str) -> str:
+    """The file stem of figure ``name`` at the width of ``suffix`` (a FIGURE_WIDTHS key)."""
+    return f"{name}{suffix}"

@@ -1,0 +1,56 @@
+"""The report's figures: one module per figure, each with a draw function named after it that
+takes the prepared ReportData and a width in inches (style.FIGURE_WIDTHS: the report writes every
+figure at 7 in and at 3.5 in) and returns a FigureOutput, or raises Unavailable with the reason
+when the study lacks what the figure needs. common.py holds what they share.
+
+Means and intervals are computed with pandas (stats.py) and the aggregates are plotted, which
+keeps a 10,000-run study fast and makes figures and tables agree on every number.
+
+To add a figure: a module with its draw function, listed in FIGURES below (its name is the
+figure's name and file stem); FIGURES' order is the order of report.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from suite.report.figures.accuracy_vs_bits import accuracy_vs_bits
+from suite.report.figures.common import (
+    FigureOutput,
+    Unavailable,
+    acc_name,
+    fit_legend,
+    log_x,
+    resolution_legend,
+)
+from suite.report.figures.epochs_to_fp32 import epochs_to_fp32
+from suite.report.figures.gap_heatmap import gap_heatmap
+from suite.report.figures.learning_curves import learning_curves
+from suite.report.figures.lr_stability import lr_stability
+from suite.report.figures.stability import stability
+from suite.report.memory_figure import memory_frontier
+
+DrawFigure = Callable[..., FigureOutput]  # (data: ReportData, width: float) -> FigureOutput
+
+FIGURES: tuple[DrawFigure, ...] = (
+    accuracy_vs_bits,
+    gap_heatmap,
+    learning_curves,
+    stability,
+    lr_stability,
+    epochs_to_fp32,
+    memory_frontier,
+)
+
+# The names memory_figure.py draws with (it predates common.py); new code imports common.
+_acc_name, _log_x, _resolution_legend = acc_name, log_x, resolution_legend
+
+
+def by_name() -> dict[str, DrawFigure]:
+    """Each figure's draw function under the figure's name (= its files' stem at 7 in)."""
+    return {f.__name__: f for f in FIGURES}
+
+
+__all__ = ["FIGURES", "DrawFigure", "FigureOutput", "Unavailable", "by_name", "fit_legend",
+           "accuracy_vs_bits", "epochs_to_fp32", "gap_heatmap", "learning_curves",
+           "lr_stability", "memory_frontier", "stability"]
