@@ -40,6 +40,7 @@ from suite.report.tables import (
     claims_table,
     failed_table,
     max_stable_lr_table,
+    memory_winners_table,
     summary_table,
     to_latex,
     to_markdown,
@@ -294,6 +295,21 @@ def _tables(data: ReportData, claims, table_dir: Path, notes: list[str]) -> list
         ))
     except TableUnavailable as exc:
         notes.append(f"table budget: not made, {exc}")
+    try:
+        df, numbers = memory_winners_table(data)
+        out.append(_Table(
+            "memory_winners", "Best resolution at equal stored bytes", df,
+            f"The most accurate resolution at each budget of stored bytes (the packed model: "
+            f"quantised weights at their bits, the rest at fp32), per setting; each resolution's "
+            f"{acc} accuracy ({data.acc_col}) at a budget is read off its own curve over widths, "
+            "linear in log bytes between the two widths around the budget, never extrapolated "
+            "(a budget outside the sizes a resolution was trained at does not count for it); "
+            "mean over seeds with its 95% t interval; lead: best − runner-up with its Welch 95% "
+            "interval, distinguishable when that excludes 0; measured: resolutions measured at "
+            "the budget (at least 2).",
+            numbers))
+    except TableUnavailable as exc:
+        notes.append(f"table memory_winners: not made, {exc}")
     try:
         out.append(_lr_table(data))
     except TableUnavailable as exc:

@@ -63,27 +63,33 @@ def memory_runs(data: ReportData) -> tuple[pd.DataFrame, list[str]]:
         runs = runs.assign(width=np.nan)
     runs = runs.assign(width=runs["width"].astype(float).fillna(1.0))
     others = [a for a in data.axes if a not in (*SETTING_BASE, "width", "task")]
-    return _share_references(runs), [*SETTING_BASE, *others]
+    setting = [*SETTING_BASE, *others]
+    keep = [*setting, "precision", "grid", "width", "seed", "run_id", "acc", "stored_bytes"]
+    return _share_references(runs[[c for c in keep if c in runs]]), setting
 
 
 def _share_references(runs: pd.DataFrame) -> pd.DataFrame:
-    """fp32 and bnn runs copied to every value of a SHARED column that their dataset and model's
-    other runs have and they lack (a sweep that ran them per value keeps its own)."""
+    """fp32 and bnn runs copied to every combination of their SHARED columns that the other
+    runs of their dataset and model (and of the same value of every other setting column) have
+    and they lack; a sweep that ran them per value keeps its own."""
     for grid, cols in SHARED.items():
-        for col in cols:
-            runs = _spread(runs, grid, col)
+        runs = _spread(runs, grid, list(cols))
     return runs
 
 
-def _spread(runs: pd.DataFrame, grid: str, col: str) -> pd.DataFrame:
+def _spread(runs: pd.DataFrame, grid: str, cols: list[str]) -> pd.DataFrame:
     copies = [runs]
-    for _, g in runs.groupby(["dataset", "model"], dropna=False, sort=False):
+    by = ["dataset", "model", *[c for c in _DEFAULTS if c not in cols]]
+    for _, g in runs.groupby(by, dropna=False, sort=False):
         refs = g[g["grid"] == grid]
-        missing = set(g.loc[g["grid"] != grid, col]) - set(refs[col])
-        if refs.empty or not missing:
+        if refs.empty:
             continue
-        common = refs[col].value_counts().index[0]
-        copies += [refs[refs[col] == common].assign(**{col: v}) for v in sorted(missing)]
+        have = set(refs[cols].itertuples(index=False, name=None))
+        missing = set(g.loc[g["grid"] != grid, cols].itertuples(index=False, name=None)) - have
+        common = refs[cols].value_counts().index[0]
+        source = refs[(refs[cols] == pd.Series(common, index=cols)).all(axis=1)]
+        copies += [source.assign(**dict(zip(cols, value, strict=True)))
+                   for value in sorted(missing)]
     return pd.concat(copies, ignore_index=True) if len(copies) > 1 else runs
 
 
@@ -135,16 +141,22 @@ def at_budget(sizes: Sequence[float], acc: np.ndarray, budget: float,
 def curves(runs: pd.DataFrame, setting: Sequence[str]) -> list[Curve]:
     """Every (setting, resolution) curve of ``runs`` (memory_runs), widths ordered by size. A
     width's size is the mean stored bytes of its runs (the packed size varies by a few bytes with
-    the values stored)."""
+    the values stored); two runs of one width and seed (none in a sweep) are averaged."""
     out = []
     setting = list(setting)
-    for key, g in runs.groupby([*setting, "precision"], dropna=False, sort=True):
-        by_width = g.groupby("width", dropna=False)["stored_bytes"].mean().sort_values()
-        seeds = np.array(sorted(g["seed"].dropna().unique())) if "seed" in g else np.array([0])
-        table = g.pivot_table(index="width", columns="seed", values="acc", aggfunc="mean")
-        table = table.reindex(index=by_width.index, columns=seeds)
-        out.append(Curve(tuple(key[:-1]), str(key[-1]), by_width.index.to_numpy(float),
-                         by_width.to_numpy(float), seeds, table.to_numpy(float)))
+    seed = runs["seed"].astype(float).fillna(-1.0) if "seed" in runs else \
+        pd.Series(0.0, index=runs.index)
+    d = runs.assign(_seed=seed)
+    for key, g in d.groupby([*setting, "precision"], dropna=False, sort=True):
+        cell = g.groupby(["width", "_seed"])[["acc", "stored_bytes"]].mean()
+        size = cell["stored_bytes"].groupby(level="width").mean().sort_values()
+        seeds = np.sort(cell.index.get_level_values("_seed").unique().to_numpy(float))
+        acc = np.full((len(size), len(seeds)), np.nan)
+        wi = size.index.get_indexer(cell.index.get_level_values("width"))
+        si = np.searchsorted(seeds, cell.index.get_level_values("_seed").to_numpy(float))
+        acc[wi, si] = cell["acc"].to_numpy(float)
+        out.append(Curve(tuple(key[:-1]), str(key[-1]), size.index.to_numpy(float),
+                         size.to_numpy(float), seeds, acc))
     return out
 
 
@@ -190,9 +202,20 @@ def _mean_ci(x: np.ndarray) -> tuple[float, float, float, int]:
     return mean, mean - half, mean + half, len(x)
 
 
+_LAST: list[tuple[ReportData, Budgets]] = []  # the claims, a table and two figures ask for it
+
+
 def analyse(data: ReportData) -> Budgets:
     """Curves, the accuracy of every resolution at every budget of its dataset and model's
-    ladder, and the winner of each budget."""
+    ladder, and the winner of each budget (computed once per ReportData)."""
+    if _LAST and _LAST[0][0] is data:
+        return _LAST[0][1]
+    out = _analyse(data)
+    _LAST[:] = [(data, out)]
+    return out
+
+
+def _analyse(data: ReportData) -> Budgets:
     runs, setting = memory_runs(data)
     cs = curves(runs, setting) if len(runs) else []
     pts = []

@@ -23,6 +23,7 @@ from suite.report.lrstress import (
     per_lr_multiples,
     stress_axes,
 )
+from suite.report.memory import analyse as analyse_memory
 from suite.report.stats import ReportData, headline_slice, matched_gaps, summarize
 
 
@@ -155,6 +156,38 @@ def max_stable_lr_table(data: ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
             for a, d, n in zip(numbers[f"acc_{m}x"], numbers[f"diverged_{m}x"],
                                numbers[f"runs_{m}x"], strict=True)]
     return out, numbers
+
+
+def memory_winners_table(data: ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The most accurate resolution at each budget of stored bytes (memory.analyse), per
+    setting, with the runner-up and whether the two are distinguishable; and its numbers."""
+    b = analyse_memory(data)
+    if not b.widths:
+        raise TableUnavailable("no width axis: every resolution was trained at one width, so "
+                               "no resolution's accuracy can be read at equal stored bytes")
+    w = b.winners
+    if w.empty:
+        raise TableUnavailable("no budget at which two resolutions are both measured")
+    shown = [c for c in b.setting if c not in ("dataset", "model", "family") and
+             w[c].nunique(dropna=False) > 1]
+    out = pd.DataFrame({"model": w["family"].to_numpy()})
+    for c in shown:
+        out[c] = w[c].map(_fmt_value).to_numpy()
+    out["budget (KiB)"] = w["budget_kib"].map(lambda v: f"{v:g}").to_numpy()
+    out["best"] = w["best"].to_numpy()
+    # an interval of 2-3 seeds can reach past 100%: cut there, as in the summary table
+    out[f"{acc_header(data)} [95% CI]"] = [
+        f"{m:.1f} [{max(lo, 0):.1f}, {min(hi, 100):.1f}]" if pd.notna(lo) else _fmt(m)
+                             for m, lo, hi in zip(w["mean"], w["ci_lo"], w["ci_hi"], strict=True)]
+    out["runner-up"] = [f"{p} ({_fmt(m)})" for p, m in
+                        zip(w["runner_up"], w["runner_up_mean"], strict=True)]
+    out["lead (pts)"] = [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]" if pd.notna(lo) else
+                         (f"{d:+.1f}" if pd.notna(d) else "–")
+                         for d, lo, hi in zip(w["lead"], w["lead_lo"], w["lead_hi"], strict=True)]
+    out["distinguishable"] = w["distinguishable"].map(
+        lambda v: "–" if v is None or v is pd.NA else ("yes" if v else "no")).to_numpy()
+    out["measured"] = w["measured"].astype(int).to_numpy()
+    return out, w
 
 
 def claims_table(results: list[ClaimResult]) -> pd.DataFrame:

@@ -232,7 +232,8 @@ def test_bootstrap_is_seeded_and_stratified():
 def test_evaluate_claims_returns_every_claim_in_order():
     runs = [_run("fp32", s, a) for s, a in enumerate(_accs(0.8, 2))]
     results = evaluate_claims(_data(runs))
-    assert [r.id for r in results] == ["C1", "C2", "C3", "C3-lr", "C4", "C4-lr", "C5"]
+    assert [r.id for r in results] == ["C1", "C2", "C3", "C3-lr", "C4", "C4-lr", "C5",
+                                       "C1-mem", "C6", "C7"]
     assert all(r.verdict == NOT_TESTED and r.reason for r in results)
 
 
@@ -358,7 +359,7 @@ def test_each_bnn_reading_gets_its_own_claim_row():
     assert c.estimate == pytest.approx(-10, abs=1)
     assert "bnn runs with conv_norm = c" in c.statistic
     assert [r.id for r in results if not r.id.startswith("C5")] == [
-        "C1", "C2", "C3", "C3-lr", "C4", "C4-lr"]
+        "C1", "C2", "C3", "C3-lr", "C4", "C4-lr", "C1-mem", "C6", "C7"]
 
 
 def test_each_quantiser_gets_its_own_rows_against_the_one_fp32_reference():
@@ -371,7 +372,7 @@ def test_each_quantiser_gets_its_own_rows_against_the_one_fp32_reference():
             r["run_id"] += f"-{rule}"
             runs.append(r)
     rows = {r.id: r for r in evaluate_claims(_data(runs))}
-    assert [i for i in rows if i.startswith("C1")] == ["C1 (scale_rule = absmean)",
+    assert [i for i in rows if i.startswith("C1 ")] == ["C1 (scale_rule = absmean)",
                                                        "C1 (scale_rule = gauss)"]
     assert [i for i in rows if i.startswith("C4 ")] == ["C4 (scale_rule = absmean)",
                                                         "C4 (scale_rule = gauss)"]

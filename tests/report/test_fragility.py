@@ -135,15 +135,22 @@ def default_claims(default_study):
 def test_committed_default_verdicts(default_claims):
     verdicts = {cid: r.verdict for cid, r in default_claims.items()}
     # The default study sweeps no lr: it cannot test the lr-stress claims.
+    # Its width sweep (fc and cnn at fp32, 1, 2.32 and bnn) holds the equal-bytes claims, one
+    # row per family and the pooled one; 4 bits ran at one width only: C7 is not tested.
+    mem = {f"{c} ({m} (digits), scale_rule = gauss)": v for c, by in (
+        ("C1-mem", {"cnn": INCONCLUSIVE, "fc": SUPPORTED}),
+        ("C6", {"cnn": INCONCLUSIVE, "fc": CONTRADICTED})) for m, v in by.items()}
     assert verdicts == {"C1": INCONCLUSIVE, "C2": SUPPORTED, "C3": SUPPORTED,
                         "C3-lr": NOT_TESTED, "C4": CONTRADICTED, "C4-lr": NOT_TESTED,
-                        "C5": CONTRADICTED}
+                        "C5": CONTRADICTED, **mem, "C1-mem (pooled)": INCONCLUSIVE,
+                        "C6 (pooled)": CONTRADICTED, "C7": NOT_TESTED}
     for cid in ("C3-lr", "C4-lr"):
         assert default_claims[cid].reason.startswith("no learning-rate variation")
     for cid, r in default_claims.items():
         if r.verdict == NOT_TESTED:
             continue
-        test = SPECS[cid].test
+        test = SPECS[cid.split(" (")[0]].test  # a row's verdict is its interval's (C1-mem's:
+        # the deciding budget's)
         assert r.verdict == interval_verdict(test.kind, r.ci_low, r.ci_high, test.margin), cid
         if r.strata:
             assert 0 <= r.holds <= 1 and r.fragile == (r.holds < FRAGILE_BELOW)

@@ -25,12 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from suite.report.claims.claim import Claim, ClaimResult, Options
 from suite.report.claims.decide import decide, not_tested
-from suite.report.claims.strata import MIN_RUNS, Strata, long_enough, longest_budget, strata
+from suite.report.claims.strata import long_enough, longest_budget, strata
 from suite.report.lrstress import NO_LR_VARIATION, seed_frontier, stress_axes
 from suite.report.stats import MATCH_TOLERANCE, ReportData, epochs_to_match, run_instability
 
@@ -207,10 +206,10 @@ def zero_lr(data: ReportData, claim: Claim, opts: Options) -> ClaimResult:
 class EqualBytes:
     """A claim about accuracy at equal stored bytes (suite/report/memory.py reads each
     resolution's accuracy at a ladder of budgets off its own width curve). Per (setting, budget)
-    stratum, side A is the best of ``a`` measured there and side B the best of ``b`` (None: of
-    every resolution measured there, A's included, so A's gap to the best is 0 where A is the
-    best). ``every``: the claim must hold at every budget (claims.every) rather than on the mean
-    over budgets (``decide``). Rows: one per model family and quantiser, plus a pooled one."""
+    stratum, side A is the best of ``a`` measured there and side B the best of ``b`` (None: the
+    best other resolution measured there). ``every``: the claim must hold at every budget rather
+    than on the mean over budgets (claims.budgets). Rows: one per model family and quantiser,
+    plus a pooled one."""
 
     a: tuple[str, ...]
     b: tuple[str, ...] | None = None
@@ -239,20 +238,9 @@ class EqualBytes:
         return [*out, res]
 
     def _decide(self, claim: Claim, strata_: list, opts: Options) -> ClaimResult:
-        from suite.report.claims.every import decide_every
+        from suite.report.claims.budgets import Sides, decide_budgets
 
-        if self.every:
-            return decide_every(claim, strata_, opts)
-        out = Strata()
-        for s in strata_:
-            a, b = s.a[np.isfinite(s.a)], s.b[np.isfinite(s.b)]
-            if len(a) and len(b) and min(len(a), len(b)) > min(out.best):
-                out.best = (len(a), len(b))
-            if min(len(a), len(b)) >= MIN_RUNS:
-                out.groups.append((a, b))
-                out.n_a, out.n_b = out.n_a + len(a), out.n_b + len(b)
-        out.models = tuple(sorted({s.model for s in strata_}))
-        return decide(claim, out, opts)
+        return decide_budgets(claim, strata_, Sides(self.a, self.b), self.every, opts)
 
     def _missing(self, points: pd.DataFrame, widths: bool) -> str | None:
         if points.empty:
@@ -275,7 +263,7 @@ class EqualBytes:
     def _strata(self, data: ReportData) -> tuple[str | None, dict[tuple[str, str], list]]:
         # memory reads claims.strata: imported here, after the claims package has loaded
         from suite.report import memory
-        from suite.report.claims.every import Stratum
+        from suite.report.claims.budgets import stratum
 
         b = memory.analyse(data)
         missing = self._missing(b.points, b.widths)
@@ -286,14 +274,9 @@ class EqualBytes:
         by_row: dict[tuple[str, str], list] = {
             key[:2]: [] for key in sorted(curved[curved].index)}
         for key, cands in b.values.items():
-            side_a = {p: v for p, v in cands.items() if p in self.a}
-            side_b = {p: v for p, v in cands.items() if self.b is None or p in self.b}
-            if not side_a or not side_b or (self.b is None and len(cands) < 2):
-                continue
             family, quantiser = key[col["family"]], key[col["scale_rule"]]
             label = (f"{family}, scale_rule = {quantiser}, keep_fp32 = {key[col['keep_fp32']]}, "
                      f"{key[-1] / memory.KIB:g} KiB")
-            best_a, best_b = memory.ranked(side_a)[0], memory.ranked(side_b)[0]
             by_row.setdefault((family, quantiser), []).append(
-                Stratum(label, side_a[best_a], side_b[best_b], str(key[col["model"]])))
+                stratum(label, cands, str(key[col["model"]])))
         return None, by_row

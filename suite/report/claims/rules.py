@@ -57,12 +57,24 @@ EQUIVALENCE_RULES = (
     Rule(INCONCLUSIVE, "inconclusive if it crosses a margin (low < −{m} ≤ high, or "
          "low ≤ +{m} < high)", lambda lo, hi, m: ((lo < -m) & (-m <= hi)) | ((lo <= m) & (m < hi))),
 )
-RULES: dict[str, tuple[Rule, ...]] = {"effect": EFFECT_RULES, "equivalence": EQUIVALENCE_RULES}
+# A non-inferiority claim predicts a statistic no lower than −margin (A no worse than B by more
+# than the margin; far better is fine): C1-mem and C7, A against the best other resolution.
+NONINFERIORITY_RULES = (
+    Rule(SUPPORTED, "supported if the 95% CI lies above −{m} {u} (−{m} ≤ low: no more than "
+         "{m} {u} behind, however far ahead)", lambda lo, hi, m: -m <= lo),
+    Rule(CONTRADICTED, "contradicted if it lies entirely below −{m} (high < −{m})",
+         lambda lo, hi, m: hi < -m),
+    Rule(INCONCLUSIVE, "inconclusive if it crosses −{m} (low < −{m} ≤ high)",
+         lambda lo, hi, m: (lo < -m) & (-m <= hi)),
+)
+RULES: dict[str, tuple[Rule, ...]] = {"effect": EFFECT_RULES, "equivalence": EQUIVALENCE_RULES,
+                                      "noninferiority": NONINFERIORITY_RULES}
 
 
 def interval_verdicts(kind: str, low: Any, high: Any, margin: float) -> np.ndarray:
-    """The verdict of each 95% interval [low, high] by the rules of ``kind`` ("effect" or
-    "equivalence"), as an object array; an interval with a NaN bound is inconclusive."""
+    """The verdict of each 95% interval [low, high] by the rules of ``kind`` ("effect",
+    "equivalence" or "noninferiority"), as an object array; an interval with a NaN bound is
+    inconclusive."""
     lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     out = np.full(np.broadcast_shapes(lo.shape, hi.shape), INCONCLUSIVE, dtype=object)
     for rule in RULES[kind]:
@@ -84,7 +96,7 @@ class Test:
     """How a claim's statistic is judged: its kind of rules, margin and unit, and the rules that
     come before the interval's (each None where the claim has none)."""
 
-    kind: str  # effect | equivalence
+    kind: str  # effect | equivalence | noninferiority
     margin: float
     unit: str
     # C4: inconclusive when side A's mean stays under this in every stratum (nothing to restore)
@@ -121,6 +133,9 @@ class Test:
 def reason(test: Test, verdict: str, lo: float, hi: float) -> str:
     """Why an interval got its verdict, in the words of its rule."""
     ci, m = f"95% CI [{lo:+.2f}, {hi:+.2f}]", f"{test.margin:g}"
+    if test.kind == "noninferiority":
+        return {SUPPORTED: f"{ci} above −{m}", CONTRADICTED: f"{ci} entirely below −{m}"}.get(
+            verdict, f"{ci} crosses −{m}")
     if test.kind == "equivalence":
         if verdict == SUPPORTED:
             return f"{ci} within ±{m}"

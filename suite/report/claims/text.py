@@ -61,7 +61,10 @@ def rules_markdown(acc_col: str | None = None) -> str:
         "other way). An equivalence claim "
         f"({', '.join(_ids('equivalence'))}) is *supported* within the margin, "
         "*contradicted* when the interval lies entirely beyond one margin, and *inconclusive* "
-        "when it crosses one.",
+        "when it crosses one. A non-inferiority claim "
+        f"({', '.join(_ids('noninferiority'))}) is *supported* when the interval lies above "
+        "minus the margin (no more than the margin behind, however far ahead), *contradicted* "
+        "when it lies entirely below it, and *inconclusive* when it crosses it.",
         "",
         f"*holds*: the share of {N_RESAMPLES} seeded resamples of the study that give the same "
         "verdict. A resample redraws the values of each side within each counted setting with "
