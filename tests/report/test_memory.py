@@ -22,9 +22,9 @@ from suite.report.claims import (
 )
 from suite.report.claims.budgets import combine
 from suite.report.figures import Unavailable
+from suite.report.figures.memory_frontier import memory_frontier
 from suite.report.frame import frames_from_records
 from suite.report.memory import KIB, analyse, at_budget, budget_ladder
-from suite.report.memory_figure import memory_frontier
 from suite.report.stats import prepare
 from suite.report.tables import TableUnavailable, memory_winners_table
 

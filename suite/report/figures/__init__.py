@@ -15,20 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from suite.report.figures.accuracy_vs_bits import accuracy_vs_bits
-from suite.report.figures.common import (
-    FigureOutput,
-    Unavailable,
-    acc_name,
-    fit_legend,
-    log_x,
-    resolution_legend,
-)
+from suite.report.figures.common import FigureOutput, Unavailable, fit_legend
 from suite.report.figures.epochs_to_fp32 import epochs_to_fp32
 from suite.report.figures.gap_heatmap import gap_heatmap
 from suite.report.figures.learning_curves import learning_curves
 from suite.report.figures.lr_stability import lr_stability
+from suite.report.figures.memory_frontier import memory_frontier
 from suite.report.figures.stability import stability
-from suite.report.memory_figure import memory_frontier
 
 DrawFigure = Callable[..., FigureOutput]  # (data: ReportData, width: float) -> FigureOutput
 
@@ -41,9 +34,6 @@ FIGURES: tuple[DrawFigure, ...] = (
     epochs_to_fp32,
     memory_frontier,
 )
-
-# The names memory_figure.py draws with (it predates common.py); new code imports common.
-_acc_name, _log_x, _resolution_legend = acc_name, log_x, resolution_legend
 
 
 def by_name() -> dict[str, DrawFigure]:

@@ -8,10 +8,6 @@ memory figure, which put every family on one panel and hid the width.
 
 from __future__ import annotations
 
-import math
-from types import ModuleType
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -20,20 +16,18 @@ from matplotlib.ticker import LogLocator
 from matplotlib.transforms import blended_transform_factory
 
 from suite.report import style
+from suite.report.figures.common import (
+    FigureOutput,
+    Unavailable,
+    acc_name,
+    fixed_text,
+    log_x,
+    resolution_legend,
+    single,
+)
 from suite.report.frame import grid_kind, order_precisions
 from suite.report.memory import SETTING_BASE, Budgets, analyse
 from suite.report.stats import ReportData
-
-if TYPE_CHECKING:
-    from suite.report.figures import FigureOutput
-
-
-def _shared() -> ModuleType:
-    """suite.report.figures, whose helpers this figure draws with; imported when drawing, since
-    figures.FIGURES lists this module's figure (a module-level import would be circular)."""
-    from suite.report import figures
-
-    return figures
 
 # Markers grow with a model's width (smallest, ..., largest of its family): area in points^2.
 _SIZES = (9.0, 36.0)
@@ -53,7 +47,7 @@ def _shown(b: Budgets) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     fams = pts.groupby("family")["width"].nunique()
     pts = pts[pts["family"].isin(fams[fams > 1].index)]
     if pts.empty:
-        raise _shared().Unavailable("no width axis: every resolution was trained at one width, so there is "
+        raise Unavailable("no width axis: every resolution was trained at one width, so there is "
                           "no curve of accuracy over stored bytes")
     others = _setting_columns(b)
     panel = ["family", "scale_rule", "keep_fp32"]
@@ -101,7 +95,7 @@ def _panel(ax: Axes, pts: pd.DataFrame, win: pd.DataFrame, pal: dict[str, str]) 
         ax.scatter([w["budget_kib"]], [_WINNER_Y], transform=trans, marker="v", s=22,
                    color=pal.get(w["best"], "0.5") if filled else "white",
                    edgecolors=pal.get(w["best"], "0.5"), linewidths=0.9, clip_on=False, zorder=4)
-    _shared()._log_x(ax, pts["kib"], plain=True)
+    log_x(ax, pts["kib"], plain=True)
     means = pts["mean"]
     lo, hi = float(means.min()), float(means.max())
     pad = max(1.0, 0.08 * (hi - lo))
@@ -109,21 +103,19 @@ def _panel(ax: Axes, pts: pd.DataFrame, win: pd.DataFrame, pal: dict[str, str]) 
 
 
 def _legend(fig, labels: list[str]) -> None:
-    handles = [Line2D([], [], ls="", marker="o", ms=math.sqrt(s), color="0.6", mec="0.15",
-                      mew=0.4, label=name)
-               for s, name in ((_SIZES[0], "narrowest"), (_SIZES[1], "widest"))]
-    handles += [Line2D([], [], ls="", marker="v", ms=5, color="0.3", label="best (distinct)"),
-                Line2D([], [], ls="", marker="v", ms=5, mfc="white", color="0.3",
-                       label="best (within noise)")]
-    _shared().fit_legend(fig, handles, loc="outside upper center", handletextpad=0.3, columnspacing=1.0,
-               title="marker size: model width; triangle: the best resolution at a budget")
-    _shared()._resolution_legend(fig, labels, kind="line")
+    """One legend at the foot: the resolutions' lines, then what marker size and the triangles
+    mean."""
+    extra = [Line2D([], [], ls="", marker="o", ms=np.sqrt(s), color="0.6", mec="0.15", mew=0.4,
+                    label=name) for s, name in ((_SIZES[0], "narrowest"), (_SIZES[1], "widest"))]
+    extra += [Line2D([], [], ls="", marker="v", ms=5, color="0.3", label="best (distinct)"),
+              Line2D([], [], ls="", marker="v", ms=5, mfc="white", color="0.3",
+                     label="best (within noise)")]
+    resolution_legend(fig, labels, kind="line", extra=extra)
 
 
 def _caption(data: ReportData, fixed: list[str], which: str) -> str:
-    held = f" Held fixed: {'; '.join(fixed)}." if fixed else ""
     return (
-        f"{_shared()._acc_name(data).capitalize()} against the stored size of the packed model (KiB, log "
+        f"{acc_name(data).capitalize()} against the stored size of the packed model (KiB, log "
         "scale: quantised weights at their bits, everything else at fp32), one line per "
         "resolution through the widths it was trained at (marker area grows with width; bars: "
         f"95% t interval over seeds); {which}. Dotted vertical lines: the budgets of the "
@@ -131,14 +123,14 @@ def _caption(data: ReportData, fixed: list[str], which: str) -> str:
         "accurate there, each resolution read off its own line (linear in log bytes, never past "
         "its narrowest or widest model), filled when its lead over the runner-up is "
         "distinguishable (Welch 95% interval above 0), hollow when it is within the noise."
-        + held)
+        + fixed_text(fixed))
 
 
 def memory_frontier(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> FigureOutput:
     """At 7 in a row per family and a column per quantiser and keep_fp32; at 3.5 in one column
     of families, for the quantiser and keep_fp32 with the most runs."""
     pts, win, fixed = _shown(analyse(data))
-    narrow = width <= style.SINGLE_COLUMN_IN + 1e-9
+    narrow = single(width)
     cols = sorted({(q, k) for q, k in zip(pts["scale_rule"], pts["keep_fp32"], strict=True)})
     if narrow and len(cols) > 1:
         counts = pts.groupby(["scale_rule", "keep_fp32"])["n"].sum()
@@ -168,10 +160,9 @@ def memory_frontier(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> 
                 ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0,)))
             style.panel_title(ax, f"{fam}: {q}, keep_fp32 = {k}" if len(cols) > 1 else str(fam))
             ax.set_xlabel("stored model (KiB)" if i == len(fams) - 1 else "")
-            ax.set_ylabel(f"{_shared()._acc_name(data)} (%)" if j == 0 else "")
+            ax.set_ylabel(f"{acc_name(data)} (%)" if j == 0 else "")
     _legend(fig, labels)
-    return _shared().FigureOutput("memory_frontier", "Accuracy at equal stored bytes",
+    return FigureOutput("memory_frontier", "Accuracy at equal stored bytes",
                         _caption(data, fixed, which), fig)
 
 
-FIGURES = (memory_frontier,)
