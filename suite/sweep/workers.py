@@ -220,12 +220,12 @@ def usable_workers(asked: int, cores: int, available: int | None) -> tuple[int, 
         return asked, None
     why = []  # what binds: the smaller of the two limits (both when equal)
     if cores < asked and cores <= by_memory:
-        why.append(f"{cores} CPU cores")
+        why.append(f"{cores} CPU core{'s' if cores != 1 else ''} (more workers would only take "
+                   "turns on them)")
     if by_memory < asked and by_memory <= cores:
-        why.append(f"{available / 2**30:.1f} GB of memory available (a worker takes about "
-                   f"{WORKER_BYTES / 2**30:.1f} GB)")
-    return used, (f"workers: {asked} asked, {used} used: this machine has {' and '.join(why)}; "
-                  "more workers would only take turns on the cores or run out of memory")
+        why.append(f"{available / 2**30:.1f} GB of memory available, a worker takes about "
+                   f"{WORKER_BYTES / 2**30:.1f} GB (more would run out of memory)")
+    return used, f"workers: {asked} asked, {used} used: this machine has {' and '.join(why)}"
 
 
 def _work_inline(plan: WorkerPlan, counter: Any, progress: Progress) -> None:
