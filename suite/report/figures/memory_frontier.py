@@ -31,7 +31,7 @@ from suite.report.stats import ReportData
 
 # Markers grow with a model's width (smallest, ..., largest of its family): area in points^2.
 _SIZES = (9.0, 36.0)
-_WINNER_Y = 1.03  # winner marks sit just above each panel, in axes fraction
+_WINNER_Y = 0.95  # winner marks sit in a strip at the top of each panel, in axes fraction
 
 
 def _setting_columns(b: Budgets) -> list[str]:
@@ -99,7 +99,11 @@ def _panel(ax: Axes, pts: pd.DataFrame, win: pd.DataFrame, pal: dict[str, str]) 
     means = pts["mean"]
     lo, hi = float(means.min()), float(means.max())
     pad = max(1.0, 0.08 * (hi - lo))
-    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    # the strip for the winner marks: the top eighth of the panel, above every mean
+    top = hi + pad
+    bottom = max(0.0, lo - pad)
+    ax.set_ylim(bottom, top + (top - bottom) / 7)
+    ax.set_yticks([t for t in ax.get_yticks() if bottom <= t <= min(top, 100.0)])  # no "110%"
 
 
 def _legend(fig, labels: list[str]) -> None:
