@@ -69,7 +69,7 @@ def bench(key: str, res: str, reps: int) -> dict[str, Any]:
     t_unpack = _best(lambda: unpack_bytes(data).state_dict(), reps)
     n = qc.resolution.levels if qc.resolution.quantized else None
     g, b = group_for(n) if n else (None, None)
-    mb = stats.fp32_bytes / 1e6
+    mb = stats.fp32_state_bytes / 1e6
     return {
         "model": key, "resolution": str(qc.resolution), "N": n, "g": g, "b": b,
         "log2N": math.log2(n) if n else 32.0,

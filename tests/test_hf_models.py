@@ -127,5 +127,5 @@ def test_the_hf_sweep_runs_reports_and_every_packed_model_unpacks(tmp_path, monk
             assert row["params_quantized"] == 0
             continue
         n = {"1": 2, "2.32": 5}[str(config["precision"])]
-        assert row["levels"] == {str(n): row["params_quantized"]} and row["params_quantized"] > 0
+        assert row["elements_per_level"] == {str(n): row["params_quantized"]} and row["params_quantized"] > 0
         assert row["bits_per_weight"] <= 1.01 * math.log2(n), (run, row)

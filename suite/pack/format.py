@@ -106,14 +106,17 @@ class PackError(ValueError):
 @dataclass(frozen=True)
 class PackStats:
     """What packing saved. ``bits_per_weight`` counts only the index streams (the scales are in
-    ``scale_bytes``), so it compares directly with log2 N and with the entropy."""
+    ``scale_bytes``), so it compares directly with log2 N and with the entropy; a model with nothing
+    quantised stores every weight raw, at 32 bits. The names differ from the memory accounting's
+    (result.json's ``fp32_bytes`` and ``compression`` count parameters only, at their grid's bits):
+    one name, one definition."""
 
     file_bytes: int
-    fp32_bytes: int             # the same state_dict at 4 bytes per float param/buffer
+    fp32_state_bytes: int       # the same state_dict at 4 bytes per float param/buffer
     params_quantized: int       # elements of the packed tensors
-    bits_per_weight: float      # index-stream bits / params_quantized
+    bits_per_weight: float      # index-stream bits / params_quantized (32.0: nothing quantised)
     entropy_bits_per_weight: float  # empirical index entropy, count-weighted over tensors
-    compression: float          # fp32_bytes / file_bytes
+    packed_compression: float   # fp32_state_bytes / file_bytes
     index_bytes: int = 0        # packed index streams
     scale_bytes: int = 0        # fp32 grid steps of the packed tensors
     other_bytes: int = 0        # tensors kept as they are (fp32 biases, norms, LSQ steps, ...)
@@ -152,11 +155,11 @@ def _stats(entries: list[dict[str, Any]], qtensors: dict[str, QTensor],
     fp32_bytes = 4 * fp32_elems
     return PackStats(
         file_bytes=file_bytes,
-        fp32_bytes=fp32_bytes,
+        fp32_state_bytes=fp32_bytes,
         params_quantized=params_q,
-        bits_per_weight=8.0 * index_bytes / params_q if params_q else 0.0,
+        bits_per_weight=8.0 * index_bytes / params_q if params_q else 32.0,
         entropy_bits_per_weight=entropy_sum / params_q if params_q else 0.0,
-        compression=fp32_bytes / file_bytes if file_bytes else 0.0,
+        packed_compression=fp32_bytes / file_bytes if file_bytes else 0.0,
         index_bytes=index_bytes,
         scale_bytes=scale_bytes,
         other_bytes=other_bytes,

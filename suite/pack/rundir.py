@@ -88,18 +88,21 @@ def load_run_model(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, dict[str
 
 
 def _stats_row(stats: PackStats) -> dict[str, Any]:
+    # "levels" is a run's N in result.json: here it is the packed elements per N, named so.
     d = stats.as_dict()
-    levels = d.pop("levels")
-    return {**d, "levels": levels}
+    per_level = d.pop("levels")
+    return {**d, "elements_per_level": per_level}
 
 
 def pack_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None
              ) -> dict[str, Any]:
     """Pack a run directory's model into ``out`` (default ``RUN_DIR/model.bsw``); returns one flat
-    dict of sizes: ``file_bytes``, ``fp32_bytes`` (the state_dict at 4 bytes per float),
+    dict of sizes: ``file_bytes``, ``fp32_state_bytes`` (the state_dict at 4 bytes per float),
     ``fp32_file_bytes`` (the run's model.safetensors), ``params_quantized``, ``bits_per_weight``
-    (index streams only, comparable with log2 N), ``entropy_bits_per_weight``, ``compression``
-    (fp32_bytes / file_bytes) and ``compression_vs_fp32_file``."""
+    (index streams only, comparable with log2 N; 32.0 when nothing is quantised),
+    ``entropy_bits_per_weight``, ``packed_compression`` (fp32_state_bytes / file_bytes, result.json's
+    field of that name) and ``compression_vs_fp32_file``; and the memory accounting result.json
+    records, from the same function: ``fp32_bytes``, ``quantized_bytes``, ``compression``."""
     run = Path(run_dir)
     model, spec, config = load_run_model(run)
     meta: dict[str, Any] = {"model_spec": spec}
@@ -119,10 +122,19 @@ def pack_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
         "precision": res,
         "params": sum(p.numel() for p in model.parameters()),
         **_stats_row(stats),
+        **_accounting(model),
         "fp32_file_bytes": fp32_file,
         "compression_vs_fp32_file": fp32_file / stats.file_bytes,
-        "layers": layer_rows(model, written.entries),  # name, type, params, resolution, bits, bytes
+        # per layer at its packed bytes ("layers" is the run's layer rules in result.json)
+        "packed_layers": layer_rows(model, written.entries),  # name, type, params, res., bits, bytes
     }
+
+
+def _accounting(model: nn.Module) -> dict[str, float]:
+    from suite.quant.summary import param_summary
+
+    summary = param_summary(model).as_dict()
+    return {k: summary[k] for k in ("fp32_bytes", "quantized_bytes", "compression")}
 
 
 def _packed_path(file: str | os.PathLike[str]) -> Path:

@@ -115,9 +115,9 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     _f("layer_table", list, "the memory accounting per module holding parameters: name, type, "
        "params, resolution, bits, bytes (suite.quant.summary.layer_table); result.json only, "
        "not a results.csv column"),
-    _f("packed_bits_per_weight", float, "model.bsw bits per quantised weight"),
+    _f("packed_bits_per_weight", float, "model.bsw bits per quantised weight (32.0: none is)"),
     _f("entropy_bits_per_weight", float, "entropy of the level indices, bits per weight"),
-    _f("packed_compression", float, "fp32 bytes / model.bsw bytes"),
+    _f("packed_compression", float, "the state_dict's bytes at fp32 / model.bsw bytes"),
     _f("packed_ratio", float, "model.bsw bytes / model.safetensors bytes"),
     _f("dataset_checksum", str, "checksum of the data the run read"),
     _f("memory_format", str, "layout the convolutions ran in: channels_last or contiguous "

@@ -120,7 +120,7 @@ def _pack(model: torch.nn.Module, meta: dict[str, Any], path: Path) -> dict[str,
     d = save_packed(model, path, meta).as_dict()
     return {"packed_bytes": d["file_bytes"], "packed_bits_per_weight": d["bits_per_weight"],
             "entropy_bits_per_weight": d["entropy_bits_per_weight"],
-            "packed_compression": d["compression"]}
+            "packed_compression": d["packed_compression"]}
 
 
 @dataclass

@@ -206,10 +206,10 @@ def test_one_bit_mlp_file_is_30x_smaller_than_fp32(tmp_path):
     weights = 784 * 1024 + 1024 * 1024 + 1024 * 10
     biases = 1024 + 1024 + 10
     assert stats.params_quantized == weights
-    assert stats.fp32_bytes == 4 * (weights + biases)
+    assert stats.fp32_state_bytes == 4 * (weights + biases)
     assert stats.bits_per_weight == 1.0
     assert stats.other_bytes == 4 * biases  # biases stay fp32 and are stored once
-    assert stats.compression >= 30
+    assert stats.packed_compression >= 30
     assert buf.getbuffer().nbytes / stats.file_bytes >= 30
 
 
@@ -258,8 +258,8 @@ def test_fp32_model_packs_without_quantised_tensors():
     model = nn.Sequential(QuantLinear(5, 3), nn.LayerNorm(3))
     packed = unpack_bytes(pack_model(model, {"a": 1}))
     stats = packed.stats()
-    assert stats.params_quantized == 0 and stats.bits_per_weight == 0.0
-    assert stats.fp32_bytes == 4 * (15 + 3 + 3 + 3)
+    assert stats.params_quantized == 0 and stats.bits_per_weight == 32.0  # stored raw
+    assert stats.fp32_state_bytes == 4 * (15 + 3 + 3 + 3)
     for k, v in model.state_dict().items():
         assert torch.equal(packed.state_dict()[k], v)
 

@@ -92,10 +92,10 @@ def test_pack_then_unpack_predicts_like_the_fake_quantised_model(tmp_path, capsy
                   if isinstance(m, QuantMixin) and m.qconfig.resolution.quantized)
     assert packed["params_quantized"] == n_quant
     if precision == "fp32":
-        assert n_quant == 0 and packed["levels"] == {} and packed["bits_per_weight"] == 0.0
+        assert n_quant == 0 and packed["elements_per_level"] == {} and packed["bits_per_weight"] == 32.0
     else:
         key = "bnn" if precision == "bnn" else str(_levels(reference))
-        assert packed["levels"] == {key: n_quant} and n_quant > 0
+        assert packed["elements_per_level"] == {key: n_quant} and n_quant > 0
 
     deq = tmp_path / "deq.safetensors"
     code, unpacked, _ = cli(capsys, "unpack", packed["file"], "--out", str(deq))
@@ -151,7 +151,7 @@ def test_packed_bits_per_weight_within_one_percent_of_log2n(tmp_path, capsys, la
     run = make_run(tmp_path, "cnn", label, steps=1, width=0.5)
     code, packed, _ = cli(capsys, "pack", str(run), "--out", str(tmp_path / "out" / "m.bsw"))
     assert code == 0
-    assert packed["levels"] == {str(n): packed["params_quantized"]}
+    assert packed["elements_per_level"] == {str(n): packed["params_quantized"]}
     assert packed["bits_per_weight"] <= 1.01 * math.log2(n)
     assert packed["entropy_bits_per_weight"] <= math.log2(n) + 1e-9
     # Index streams at ~log2 N bits; the rest of the file is scales, fp32 tensors and the header.
@@ -294,3 +294,27 @@ def test_every_file_of_a_run_has_the_mode_a_plain_write_gives(trained_run, tmp_p
     files = [p for p in trained_run.rglob("*") if p.is_file()] + [tmp_path / "weights.safetensors"]
     assert {p.name: p.stat().st_mode & 0o777 for p in files} == \
         {p.name: expected for p in files}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "2.32"])
+def test_pack_reports_the_sizes_result_json_reports_under_the_same_names(tmp_path, capsys,
+                                                                       precision):
+    """One name, one definition: `bitsweep pack` and result.json agreed on no size before (pack's
+    fp32_bytes counted buffers too, its compression was against the file), and an fp32 run packed
+    at 0.0 bits per weight."""
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cnn", "--dataset", "digits", "--precision", precision,
+                 "--epochs", "1", "--width", "0.5", "--wandb-mode", "disabled",
+                 "--threads", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    result = json.loads((run / "result.json").read_text())
+    code, packed, _ = cli(capsys, "pack", str(run), "--out", str(tmp_path / "again.bsw"))
+    assert code == 0
+    shared = set(packed) & set(result)
+    assert {"fp32_bytes", "quantized_bytes", "compression", "packed_compression"} <= shared
+    for name in shared - {"params"}:
+        assert packed[name] == result[name], name
+    assert packed["file_bytes"] == result["packed_bytes"]
+    assert packed["bits_per_weight"] == result["packed_bits_per_weight"]
+    if precision == "fp32":
+        assert packed["bits_per_weight"] == 32.0 and packed["params_quantized"] == 0

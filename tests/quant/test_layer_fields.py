@@ -139,7 +139,7 @@ def test_a_trained_run_records_the_per_layer_table_and_packs_at_each_layers_bits
 
     assert main(["pack", str(run), "--out", str(tmp_path / "m.bsw")]) == 0
     packed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    rows = {r["name"]: r for r in packed["layers"]}
+    rows = {r["name"]: r for r in packed["packed_layers"]}
     assert [rows[n]["resolution"] for n in ("net.1", "net.4", "net.7")] == ["1.58", "4", "fp32"]
     for name, n in (("net.1", 3), ("net.4", 16)):  # indices at log2 N; fp32 bias and one step
         out_features = 256
