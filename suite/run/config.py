@@ -329,7 +329,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        # JSON's form of the tuples: what W&B, config.json and a sweep's attrs give back
         d["tags"] = list(self.tags)
+        d["layers"] = list(self.layers)
         return d
 
     def to_file_dict(self) -> dict[str, Any]:
@@ -393,7 +395,7 @@ _ADDED_UNTRAINED: dict[str, Any] = {"track_oscillation": False, "data_placement"
 # out of the fingerprint while they hold it, so a finished cell keeps its key (a new key would
 # queue the cell again). A field added later joins this table with its old behaviour's value.
 _ADDED: dict[str, Any] = {"image_size": None, "tokenizer": "char", "vocab_size": None, "amp": "off",
-                          "devices": 1, "model_args": {}, "dataset_args": {}, "layers": (),
+                          "devices": 1, "model_args": {}, "dataset_args": {}, "layers": [],
                           "keep_fp32": "none"}
 # Field rules beyond the type: (fields, holds for a valid value, what the error says).
 _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
