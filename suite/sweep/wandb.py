@@ -124,9 +124,8 @@ def config_for(spec: SweepSpec, params: dict[str, Any]) -> tuple[RunConfig, str]
         missing = sorted(set(grid) - set(params))
         if missing:
             raise SpecError(f"missing value for axis {', '.join(missing)}")
-        for key, value in params.items():
-            if value not in grid[key]:
-                raise SpecError(f"{key}={value!r} is not in the study's grid {grid[key]!r}")
+        for key, value in list(params.items()):
+            params[key] = _grid_value(key, value, grid[key])
         one = {**spec.raw, "grid": {k: [v] for k, v in params.items()}}
         one.pop("tune", None)
         one.pop("pruner", None)
@@ -135,6 +134,17 @@ def config_for(spec: SweepSpec, params: dict[str, Any]) -> tuple[RunConfig, str]
     if tuned:
         config = RunConfig.from_dict({**config.to_dict(), **tuned})
     return config, cell
+
+
+def _grid_value(key: str, value: Any, values: list[Any]) -> Any:
+    """The grid's own value for what the agent passed: W&B writes a value quoted in the sweep file
+    ("1.58") bare (--precision=1.58), which reads back as a float."""
+    if value in values:
+        return value
+    same = [v for v in values if str(v) == str(value)]
+    if len(same) == 1:
+        return same[0]
+    raise SpecError(f"{key}={value!r} is not in the study's grid {values!r}")
 
 
 def agent_run(spec_path: str | Path, extra: list[str], *, runs_root: Path = Path("runs"),

@@ -167,3 +167,16 @@ def test_an_agent_call_names_an_existing_grid(write_spec):
     with pytest.raises(SpecError, match="grid=5"):
         config_for(spec, {"grid": 5, "model": "cnn", "seed": 0})
     assert config_for(spec, {"grid": 1, "model": "cnn", "seed": 0})[0].model == "cnn"
+
+
+def test_a_value_quoted_in_the_sweep_file_is_found_when_the_agent_passes_it_bare(write_spec):
+    """W&B passes `--precision=1.58` for a grid value written "1.58": YAML reads it back as a float."""
+    from suite.sweep.wandb import parse_agent_args
+
+    spec = load_spec(write_spec({**RAW, "grid": {"model": ["fc"], "precision": ["1.58", "fp32"],
+                                                 "seed": [0]}}))
+    given = parse_agent_args(["--model=fc", "--precision=1.58", "--seed=0"])
+    config, cell = config_for(spec, given)
+    assert config.precision == "1.58" and cell == spec.key(spec.cells[0])
+    with pytest.raises(SpecError, match="precision=2.5"):
+        config_for(spec, parse_agent_args(["--model=fc", "--precision=2.5", "--seed=0"]))
