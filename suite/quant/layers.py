@@ -228,7 +228,12 @@ class QuantLinear(QuantMixin, nn.Linear):
         return f"{super().extra_repr()}, resolution={self.qconfig.resolution}"
 
 
-class QuantConv2d(QuantMixin, nn.Conv2d):
+class _QuantConv(QuantMixin):
+    """QuantConv1d and QuantConv2d: the torch conv of their dimensionality, its weight (and bias)
+    on the grid, and bnn's normalisation over that dimensionality's axes (``NORM_AXES``)."""
+
+    NORM_AXES: dict[str, tuple[int, ...]]
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | str = 0, bias: bool = True,
                  qconfig: QuantConfig | None = None) -> None:
@@ -243,31 +248,18 @@ class QuantConv2d(QuantMixin, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
-        return self._normalize(y, CONV_NORM_AXES[self.qconfig.conv_norm])
+        return self._normalize(y, self.NORM_AXES[self.qconfig.conv_norm])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, resolution={self.qconfig.resolution}"
 
 
-class QuantConv1d(QuantMixin, nn.Conv1d):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int | str = 0, bias: bool = True,
-                 qconfig: QuantConfig | None = None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         bias=bias)
-        qconfig = qconfig or QuantConfig()
-        if qconfig.is_bnn:
-            nn.init.xavier_uniform_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
-        self._init_quant(qconfig)
+class QuantConv2d(_QuantConv, nn.Conv2d):
+    NORM_AXES = CONV_NORM_AXES
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
-        return self._normalize(y, _CONV1D_NORM_AXES[self.qconfig.conv_norm])
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, resolution={self.qconfig.resolution}"
+class QuantConv1d(_QuantConv, nn.Conv1d):
+    NORM_AXES = _CONV1D_NORM_AXES
 
 
 class QuantEmbedding(QuantMixin, nn.Embedding):
