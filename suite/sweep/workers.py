@@ -1,7 +1,9 @@
 """Worker processes: each claims trials one after another until the queue is empty. A worker is the
 sweep's own process when ``workers == 1``, else that many spawned processes; each imports torch and
-Lightning once and trains many runs. Ctrl-C is caught here: the trial at hand is recorded as
-interrupted and nothing new is claimed."""
+Lightning once and trains many runs. Ctrl-C and SIGTERM are caught here, whether a terminal sent
+them to every process or a job scheduler to the sweep's own alone (it passes them on): the trial at
+hand is recorded as interrupted and nothing new is claimed. ``cap_workers`` fits the number of
+workers to the machine."""
 
 from __future__ import annotations
 
