@@ -55,11 +55,11 @@ def _shown(b: Budgets) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     fixed = set()
     for _, g in pts.groupby(panel, sort=False):
         if others:
-            score = g.groupby(others, dropna=False).size()
-            best = score.index[int(np.argmax(score.to_numpy()))]
-            best = best if isinstance(best, tuple) else (best,)
-            sel = (g[others].astype(object).apply(tuple, axis=1) == tuple(best)) if len(g) else g
-            g = g[sel]
+            # an axis a family does not use is NaN in its rows: a value like any other here
+            keyed = g[others].astype(object).where(g[others].notna(), "–")
+            values = keyed.apply(tuple, axis=1)
+            best = values.value_counts(sort=False).idxmax()
+            g = g[values == best]
             fixed.update(f"{c} = {v:g}" if isinstance(v, float) else f"{c} = {v}"
                          for c, v in zip(others, best, strict=True)
                          if b.points[c].nunique(dropna=False) > 1)
