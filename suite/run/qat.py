@@ -26,8 +26,8 @@ What it does, hook by hook:
   Its header records the quantisation settings, so ``BitsweepQAT.load(path, fresh_module)``
   quantises a freshly built module the same way and loads the stored grid values into it.
 
-Lightning removed its own quantisation callback in 2.0 (it was 8-bit, post-training oriented);
-this one is for 1 to 4 bits.
+Lightning removed its own ``QuantizationAwareTraining`` callback in 2.0 (it wrapped torch.ao's
+8-bit quantisation); this one is for 1 to 4 bits.
 """
 
 from __future__ import annotations
