@@ -98,16 +98,16 @@ def _draw_pngs(frames: StudyFrames, names: list[str], tmp: Path) -> dict[str, Pa
     """PNGs of figures the report wrote only as PDF or SVG (W&B shows raster images), drawn again
     from the same frames the same way, into ``tmp``."""
     from suite.report import style
-    from suite.report.figures import FIGURES
+    from suite.report.figures import drawer
     from suite.report.stats import prepare
 
-    makers = {f.__name__: f for f in FIGURES}
     data = prepare(frames)
     out: dict[str, Path] = {}
     with style.paper_style():
         for name in names:
-            if name in makers:
-                drawn = makers[name](data)
+            found = drawer(name)  # the figure and width (7 in or 3.5 in) of these files
+            if found is not None:
+                drawn = found[0](data, found[1])
                 out[name] = style.save_figure(drawn.fig, tmp / name, ("png",))[0]
     return out
 

@@ -14,7 +14,7 @@ import pytest
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, build_report, load_study
 from suite.report.claims import SPECS, VERDICTS
 from suite.report.figures import FIGURES, lr_stability
-from suite.report.style import FORMATS
+from suite.report.style import FIGURE_WIDTHS, FORMATS
 from suite.report.synthetic import add_to_study, synthetic_records
 
 SPEC_YAML = """\
@@ -73,7 +73,7 @@ def test_every_file_exists(built):
 def test_pngs_decode_and_are_not_blank(built):
     _, out, _, _ = built
     pngs = sorted((out / "figures").glob("*.png"))
-    assert len(pngs) == len(DRAWN)
+    assert len(pngs) == len(DRAWN) * len(FIGURE_WIDTHS)  # each at 7 in and 3.5 in
     for png in pngs:
         img = mpimg.imread(png)
         assert img.ndim == 3 and img.shape[0] > 500 and img.shape[1] > 900, png

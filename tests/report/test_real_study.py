@@ -30,7 +30,7 @@ from suite.cli import main
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, load_run_dirs
 from suite.report.claims import SPECS, VERDICTS
 from suite.report.figures import FIGURES, lr_stability
-from suite.report.style import FORMATS
+from suite.report.style import FIGURE_WIDTHS, FORMATS, figure_stem
 from suite.run.config import RunConfig, config_fields
 from suite.run.result import CONTRACT_FIELDS
 from suite.sweep.spec import load_spec
@@ -181,7 +181,8 @@ def test_every_file_exists(real):
 
 def test_pngs_decode_are_not_blank_and_have_paper_widths(real):
     pngs = sorted((real["out"] / "figures").glob("*.png"))
-    assert [p.stem for p in pngs] == sorted(f.__name__ for f in DRAWN)
+    assert [p.stem for p in pngs] == sorted(figure_stem(f.__name__, w) for f in DRAWN
+                                            for w in FIGURE_WIDTHS)  # 7 in and 3.5 in
     for png in pngs:
         img = mpimg.imread(png)
         assert img.ndim == 3 and img.shape[0] > 300, png.name

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from suite.report import style
 from suite.report.figures.accuracy_vs_bits import accuracy_vs_bits
 from suite.report.figures.common import FigureOutput, Unavailable, fit_legend
 from suite.report.figures.epochs_to_fp32 import epochs_to_fp32
@@ -41,6 +42,17 @@ def by_name() -> dict[str, DrawFigure]:
     return {f.__name__: f for f in FIGURES}
 
 
+def drawer(stem: str) -> tuple[DrawFigure, float] | None:
+    """The draw function and width that make the figure files named ``stem`` (e.g.
+    ``stability_1col``: stability at 3.5 in); None for a stem no figure writes."""
+    for make in FIGURES:
+        for suffix, width in style.FIGURE_WIDTHS.items():
+            if style.figure_stem(make.__name__, suffix) == stem:
+                return make, width
+    return None
+
+
 __all__ = ["FIGURES", "DrawFigure", "FigureOutput", "Unavailable", "by_name", "fit_legend",
+           "drawer",
            "accuracy_vs_bits", "epochs_to_fp32", "gap_heatmap", "learning_curves",
            "lr_stability", "memory_frontier", "stability"]
