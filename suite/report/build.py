@@ -1,5 +1,6 @@
-"""Assemble reports/<study>/: the CSVs, every figure in three formats, the tables, the claims, and
-report.md tying them together with the spec and the provenance.
+"""Assemble reports/<study>/: the CSVs, every figure in three formats at two widths (7 in and
+3.5 in), the tables, the claims, and report.md tying them together with the spec and the
+provenance.
 
 Nothing the study lacks stops the build: a figure or table that cannot be made is left out and
 report.md says why under "Could not compute". Only an unexpected error inside a figure is reported

@@ -184,8 +184,7 @@ def core_range(values: pd.Series, *, min_gap: float = 10.0) -> tuple[float, floa
     return float(v[lo]), float(v[hi])
 
 
-def edge_marks(ax: Axes, x: pd.Series, y: pd.Series, colors: list, lo: float, hi: float,
-               *, label_values: bool = True) -> int:
+def edge_marks(ax: Axes, x: pd.Series, y: pd.Series, colors: list, lo: float, hi: float) -> int:
     """Points outside [lo, hi] drawn at the edge they fell past as an arrowhead with their value
     beside it; returns how many there were."""
     n = 0
@@ -196,10 +195,9 @@ def edge_marks(ax: Axes, x: pd.Series, y: pd.Series, colors: list, lo: float, hi
         edge, marker, va = (lo, "v", "bottom") if yi < lo else (hi, "^", "top")
         ax.scatter([xi], [edge], marker=marker, s=22, color=c, edgecolors="0.15",
                    linewidths=0.4, clip_on=False, zorder=5)
-        if label_values:
-            ax.annotate(f"{yi:.0f}", (xi, edge), xytext=(3, 2 if va == "bottom" else -2),
-                        textcoords="offset points", fontsize=style.MIN_FONT_PT, color="0.2",
-                        va=va, ha="left", annotation_clip=False)
+        ax.annotate(f"{yi:.0f}", (xi, edge), xytext=(3, 2 if va == "bottom" else -2),
+                    textcoords="offset points", fontsize=style.MIN_FONT_PT, color="0.2",
+                    va=va, ha="left", annotation_clip=False)
     return n
 
 
