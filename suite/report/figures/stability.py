@@ -5,6 +5,8 @@ resolution, and zero-free vs zero-included grids at equal bit budget k. A measur
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -37,7 +39,6 @@ _STABILITY = (
 )
 # Drawn when some run tracked it (RunConfig.track_oscillation): older studies have no such values.
 _OSCILLATION = ("oscillation", "weight oscillation\n(% per step)", 0.5, "weight oscillation")
-FP32_X = 5.0  # fp32 sits right of the 4-bit grids on the resolution axis, labelled "fp32"
 
 
 def _config_stability(data: ReportData, df: pd.DataFrame) -> pd.DataFrame:
@@ -64,17 +65,19 @@ def _augment_fill(aug: str, augs: list[str], color: str) -> tuple[object, object
     return to_rgba(color, 0.35), color, 1.1
 
 
-def _x_resolution(d: pd.DataFrame) -> pd.Series:
-    """Bits on a numeric axis (bnn nudged left of 1), fp32 at FP32_X."""
-    return pd.Series(np.where(d["precision"] == "fp32", FP32_X, x_bits(d)), index=d.index)
+def _x_resolution(d: pd.DataFrame, top: int) -> pd.Series:
+    """Bits on a numeric axis (bnn nudged left of 1), fp32 one step right of ``top`` bits."""
+    return pd.Series(np.where(d["precision"] == "fp32", top + 1, x_bits(d)), index=d.index)
 
 
-def _augment_panel(ax: Axes, by_aug: pd.DataFrame, metric: str, augs: list[str]) -> None:
+def _augment_panel(ax: Axes, by_aug: pd.DataFrame, metric: str, augs: list[str],
+                   top: int) -> None:
     """Augmentation off vs on per resolution: side by side, filled = none, hollow = augmented,
     joined by a thin line. Matplotlib: seaborn cannot draw hollow markers coloured by hue."""
     step = 0.16 / max(len(augs) - 1, 1)
     offsets = {a: (j - (len(augs) - 1) / 2) * step for j, a in enumerate(augs)}
-    d = by_aug.assign(x=_x_resolution(by_aug) + by_aug["augment"].map(offsets)).sort_values("x")
+    d = by_aug.assign(x=_x_resolution(by_aug, top) + by_aug["augment"].map(offsets))
+    d = d.sort_values("x")
     # The joining lines as one collection, the markers as one scatter per marker shape: a few
     # artists instead of one per point keeps the figure quick to save.
     segs = [g[["x", metric]].to_numpy() for _, g in d.groupby("precision") if len(g) > 1]
@@ -87,11 +90,12 @@ def _augment_panel(ax: Axes, by_aug: pd.DataFrame, metric: str, augs: list[str])
     for marker, g in d.groupby("marker"):
         ax.scatter(g["x"], g[metric], marker=marker, s=22, zorder=3, facecolors=list(g["face"]),
                    edgecolors=list(g["edge"]), linewidths=list(g["lw"]))
-    ax.set_xticks([1, 2, 3, 4, FP32_X], ["1", "2", "3", "4", "fp32"])
-    ax.set_xlim(0.6, FP32_X + 0.4)
+    ax.set_xticks([*range(1, top + 2)], [*map(str, range(1, top + 1)), "fp32"])
+    ax.set_xlim(0.6, top + 1.4)
 
 
-def _zero_panel(ax: Axes, cfg: pd.DataFrame, metric: str, pal: dict[str, str]) -> pd.Series:
+def _zero_panel(ax: Axes, cfg: pd.DataFrame, metric: str, pal: dict[str, str],
+                top: int) -> pd.Series:
     """Zero in vs out at equal bit budget k, pooled over augmentation and models; fp32 dotted.
     Returns the values drawn (for the row's limits)."""
     z = cfg[cfg["grid"].isin(["zero", "no zero"])]
@@ -108,8 +112,8 @@ def _zero_panel(ax: Axes, cfg: pd.DataFrame, metric: str, pal: dict[str, str]) -
     ref = cfg[cfg["precision"] == "fp32"][metric].mean()
     if pd.notna(ref):
         ax.axhline(ref, color="black", lw=0.9, ls=":")
-    ax.set_xticks([1, 2, 3, 4])
-    ax.set_xlim(0.6, 4.4)
+    ax.set_xticks([*range(1, top + 1)])
+    ax.set_xlim(0.6, top + 0.4)
     return pd.concat([by_k[metric], pd.Series([ref])])
 
 
@@ -127,6 +131,11 @@ def stability(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> Figure
     dropped = [m[3] for m in candidates if m not in metrics]
     if not metrics:
         raise Unavailable(f"every stability measure is zero or missing ({', '.join(dropped)})")
+    # The axes run to the largest bit budget trained (the stability study stops at k = 3).
+    bits = cfg.loc[cfg["precision"] != "fp32", "bits"].dropna()
+    ks = cfg["k"].dropna()
+    top = max([1, *([int(ks.max())] if len(ks) else []),
+               *([math.floor(float(bits.max()))] if len(bits) else [4])])
     narrow = single(width)
     fig, axes = style.new_figure(len(metrics), 2, width=width,
                                  height=(1.2 if narrow else 1.2) * len(metrics) + 1.0,
@@ -135,8 +144,8 @@ def stability(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> Figure
         left, right = axes[i, 0], axes[i, 1]
         by_aug = (cfg.groupby(["augment", "precision", "bits", "grid"], dropna=False)[metric]
                   .mean().reset_index().dropna(subset=[metric]))
-        _augment_panel(left, by_aug, metric, augs)
-        shown = _zero_panel(right, cfg, metric, pal)
+        _augment_panel(left, by_aug, metric, augs, top)
+        shown = _zero_panel(right, cfg, metric, pal, top)
         nonnegative_limits(left, pd.concat([by_aug[metric], shown]), min_top)
         left.set_ylabel(ylabel, fontsize=7 if narrow else None)
         right.set_ylabel("")
