@@ -117,7 +117,7 @@ def epochs_to_fp32(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> F
     ax.set_ylabel("weight resolution (bits)")
     ax.set_xlabel("model (fp32 parameters at its main width)")
     ax.tick_params(axis="x", labelsize=fs)
-    style.panel_title(ax, "(a) every resolution, each model at its main width")
+    style.panel_title(ax, ("(a) " if swept else "") + "every resolution, each model at its main width")
     if swept:
         inner = grid[1].subgridspec(1, len(swept), width_ratios=[len(s) for _, s, _ in swept])
         for k, (fam, sizes, prec) in enumerate(swept):
@@ -135,7 +135,8 @@ def epochs_to_fp32(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> F
     caption = (
         f"Epochs a run needs before its validation accuracy comes within {MATCH_TOLERANCE:g} "
         "point of the mean final validation accuracy of the fp32 runs of its setting (median over "
-        "seeds). (a) every resolution (rows) of every model (columns), each model at its main "
+        "seeds). " + ("(a) " if swept else "") + "Every resolution (rows) of every model "
+        "(columns), each model at its main "
         "width (the one with the most resolutions trained), labelled with its fp32 parameter "
         "count"
         + (f"; (b) for each model trained at several widths, the resolutions trained at all of "
