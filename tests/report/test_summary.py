@@ -90,7 +90,10 @@ def test_claims_the_design_cannot_test_are_not_tested_and_not_up_front(plain):
                                  "every model has one size); C3 (no augmentation variation "
                                  "(needs runs with augment = none and with another)); C3-lr, "
                                  "C4-lr (no learning-rate "
-                                 "variation (needs at least 2 lr values per setting))")
+                                 "variation (needs at least 2 lr values per setting)); C1-mem, "
+                                 "C6, C7 (no width axis: every resolution was trained at one "
+                                 "width (accuracy at equal stored bytes needs each resolution's "
+                                 "curve over widths))")
     assert all("not tested" not in x for x in lines[:-1])
 
 
