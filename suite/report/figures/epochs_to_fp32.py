@@ -132,7 +132,16 @@ def epochs_to_fp32(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> F
     # On panel (a) alone: constrained layout cannot place one bar beside nested grids.
     fig.colorbar(mesh, ax=ax, shrink=0.9, aspect=15, pad=0.02,
                  label="epochs (median over seeds)")
-    caption = (
+    caption = _caption([f for f, _, _ in swept]) + fixed_text(fixed)
+    notes = []
+    if not swept:
+        notes.append("epochs to fp32: every model has one size, so no trend within a model")
+    return FigureOutput("epochs_to_fp32", "Epochs to reach fp32 accuracy", caption, fig, notes)
+
+
+def _caption(swept: list[str]) -> str:
+    """``swept``: the models drawn across their widths (panel b)."""
+    return (
         f"Epochs a run needs before its validation accuracy comes within {MATCH_TOLERANCE:g} "
         "point of the mean final validation accuracy of the fp32 runs of its setting (median over "
         "seeds). " + ("(a) " if swept else "") + "Every resolution (rows) of every model "
@@ -141,11 +150,7 @@ def epochs_to_fp32(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> F
         "count"
         + (f"; (b) for each model trained at several widths, the resolutions trained at all of "
            f"them (rows) per width (columns, labelled with the fp32 parameter count): "
-           f"{', '.join(f for f, _, _ in swept)}" if swept else "")
+           f"{', '.join(swept)}" if swept else "")
         + ". Hatched cells, \"> B\": the median run did not get there within its budget of B "
-        "epochs (with two seeds, one run short of the fp32 mean is enough)." + fixed_text(fixed)
+        "epochs (with two seeds, one run short of the fp32 mean is enough)."
     )
-    notes = []
-    if not swept:
-        notes.append("epochs to fp32: every model has one size, so no trend within a model")
-    return FigureOutput("epochs_to_fp32", "Epochs to reach fp32 accuracy", caption, fig, notes)

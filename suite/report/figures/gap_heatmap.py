@@ -4,6 +4,8 @@ map per augmentation: colour = mean gap, cells whose 95% interval includes 0 dra
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
 
 from suite.report import style
 from suite.report.figures.common import (
@@ -47,22 +49,9 @@ def gap_heatmap(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> Figu
     mesh = None
     uncertain = 0
     for ax, aug in zip(axes.flat, augs, strict=True):
-        g = gaps[gaps["augment"] == aug]
-        gap = g.pivot_table(index="family", columns="precision", values="gap", dropna=False)
-        lo = g.pivot_table(index="family", columns="precision", values="gap_lo", dropna=False)
-        hi = g.pivot_table(index="family", columns="precision", values="gap_hi", dropna=False)
-        gap, lo, hi = (t.reindex(index=families, columns=cols) for t in (gap, lo, hi))
-        half = (hi - lo) / 2
-        # Series.map per column: DataFrame.map needs pandas >= 2.1, the project allows 2.0.
-        text = gap.apply(lambda col: col.map(signed))
-        spread = half.apply(lambda col: col.map(lambda v: f"{v:.1f}"))
-        # At 3.5 in a cell has room for the mean only; the fading still shows the uncertainty.
-        mean_only = half.isna().to_numpy() | single(width)
-        annot = np.where(gap.isna(), "", np.where(mean_only, text, text + "\n±" + spread))
-        # Pale: the interval includes 0, so the sign of the gap is not settled (or unknown).
-        faded = gap.notna().to_numpy() & ~((lo > 0) | (hi < 0)).to_numpy()
-        uncertain += int(faded.sum())
-        mesh = heatmap(ax, gap, annot, cmap="RdBu", vmin=-vmax, vmax=vmax, faded=faded)
+        mesh, faded = _panel(ax, gaps[gaps["augment"] == aug], families, cols, vmax,
+                             mean_only=single(width))
+        uncertain += faded
         last_row = not stacked or ax is axes.flat[-1]
         ax.set_xlabel("weight resolution (bits)" if last_row else "")
         ax.set_ylabel("")
@@ -93,3 +82,24 @@ def gap_heatmap(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> Figu
         + "Blank: no matched runs." + fixed_text(fixed)
     )
     return FigureOutput("gap_heatmap", "Accuracy gap to fp32", caption, fig, notes)
+
+
+def _panel(ax: Axes, g: pd.DataFrame, families: list[str], cols: list[str], vmax: float, *,
+           mean_only: bool):
+    """One augmentation's heat map: the mean gap (and ± its interval's half-width unless
+    ``mean_only``, for 3.5 in cells), pale where the interval includes 0. Returns the mesh and
+    the number of pale cells."""
+    gap = g.pivot_table(index="family", columns="precision", values="gap", dropna=False)
+    lo = g.pivot_table(index="family", columns="precision", values="gap_lo", dropna=False)
+    hi = g.pivot_table(index="family", columns="precision", values="gap_hi", dropna=False)
+    gap, lo, hi = (t.reindex(index=families, columns=cols) for t in (gap, lo, hi))
+    half = (hi - lo) / 2
+    # Series.map per column: DataFrame.map needs pandas >= 2.1, the project allows 2.0.
+    text = gap.apply(lambda col: col.map(signed))
+    spread = half.apply(lambda col: col.map(lambda v: f"{v:.1f}"))
+    plain = half.isna().to_numpy() | mean_only
+    annot = np.where(gap.isna(), "", np.where(plain, text, text + "\n±" + spread))
+    # Pale: the interval includes 0, so the sign of the gap is not settled (or unknown).
+    faded = gap.notna().to_numpy() & ~((lo > 0) | (hi < 0)).to_numpy()
+    mesh = heatmap(ax, gap, annot, cmap="RdBu", vmin=-vmax, vmax=vmax, faded=faded)
+    return mesh, int(faded.sum())

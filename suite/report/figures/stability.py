@@ -131,14 +131,10 @@ def stability(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> Figure
     dropped = [m[3] for m in candidates if m not in metrics]
     if not metrics:
         raise Unavailable(f"every stability measure is zero or missing ({', '.join(dropped)})")
-    # The axes run to the largest bit budget trained (the stability study stops at k = 3).
-    bits = cfg.loc[cfg["precision"] != "fp32", "bits"].dropna()
-    ks = cfg["k"].dropna()
-    top = max([1, *([int(ks.max())] if len(ks) else []),
-               *([math.floor(float(bits.max()))] if len(bits) else [4])])
+    top = _top_budget(cfg)
     narrow = single(width)
     fig, axes = style.new_figure(len(metrics), 2, width=width,
-                                 height=(1.2 if narrow else 1.2) * len(metrics) + 1.0,
+                                 height=1.2 * len(metrics) + 1.0,
                                  sharex="col", sharey="row")
     for i, (metric, ylabel, min_top, _) in enumerate(metrics):
         left, right = axes[i, 0], axes[i, 1]
@@ -163,6 +159,23 @@ def stability(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> Figure
         notes.append("stability: a single augmentation setting, so no augmentation comparison")
     if not set(cfg["grid"]) >= {"zero", "no zero"}:
         notes.append("stability: zero-included and zero-free grids are not both present")
+    resolution_legend(fig, labels, extra=_legend_extra(cfg, augs))
+    caption = _caption(metrics, dropped, oscillation=len(candidates) > len(_STABILITY),
+                       augmented=len(augs) > 1) + fixed_text(fixed)
+    return FigureOutput("stability", "Training stability", caption, fig, notes)
+
+
+def _top_budget(cfg: pd.DataFrame) -> int:
+    """Where the bit axes end: the largest bit budget trained (the stability study stops at
+    k = 3), or the largest whole bit count of a grid without one."""
+    bits = cfg.loc[cfg["precision"] != "fp32", "bits"].dropna()
+    ks = cfg["k"].dropna()
+    return max([1, *([int(ks.max())] if len(ks) else []),
+                *([math.floor(float(bits.max()))] if len(bits) else [4])])
+
+
+def _legend_extra(cfg: pd.DataFrame, augs: list[str]) -> list:
+    """The legend entries beside the resolutions: grid lines, augmentation fills, fp32."""
     extra = grid_line_handles([g for g in cfg["grid"].unique() if g != "fp32"])
     if len(augs) > 1:
         for a in augs:
@@ -171,26 +184,29 @@ def stability(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> Figure
                                 label=f"augment: {a}"))
     if (cfg["precision"] == "fp32").any():
         extra.append(Line2D([], [], color="black", lw=0.9, ls=":", label="fp32 (right)"))
-    resolution_legend(fig, labels, extra=extra)
-    shown_names = [m[3] for m in metrics]
-    caption = (
+    return extra
+
+
+def _caption(metrics: list[tuple], dropped: list[str], *, oscillation: bool,
+             augmented: bool) -> str:
+    return (
         "Training stability against resolution, one row per measure ("
-        + ", ".join(shown_names) + "). Per configuration (model x setting x resolution): "
-        "standard deviation of the accuracy across seeds, mean largest epoch-to-epoch fall of "
-        "validation accuracy per run (a diverged run counts as losing its best accuracy; the "
-        "instability of claims C3/C4), share of runs that diverged, mean count of "
-        "validation-loss spikes (a rise of more than 10% over the previous epoch) per run"
+        + ", ".join(m[3] for m in metrics) + "). Per configuration (model x setting x "
+        "resolution): standard deviation of the accuracy across seeds, mean largest "
+        "epoch-to-epoch fall of validation accuracy per run (a diverged run counts as losing "
+        "its best accuracy; the instability of claims C3/C4), share of runs that diverged, mean "
+        "count of validation-loss spikes (a rise of more than 10% over the previous epoch) per "
+        "run"
         + (", and the weight oscillation (share of quantised weights whose level moved back "
            "against its previous move, an EMA over steps at the last epoch, Nagel et al. 2022; "
-           "runs that tracked it)" if len(candidates) > len(_STABILITY) else "")
+           "runs that tracked it)" if oscillation else "")
         + ", then averaged over models. "
         + (f"Left out, zero (or missing) for every configuration: {', '.join(dropped)}. "
            if dropped else "")
         + ("Left: each resolution without augmentation (filled) and with it (hollow, then "
            "tinted for a second kind, left to right in legend order), bnn just left of 1 bit. "
-           if len(augs) > 1 else "Left: each resolution (bnn just left of 1 bit). ")
+           if augmented else "Left: each resolution (bnn just left of 1 bit). ")
         + "Right: zero-free grids (2^k levels, circles, solid) against zero-included grids "
         "(2^k+1 levels, squares, dashed) at the same bit budget k, pooled over augmentation; "
-        "dotted: fp32. Each row shares its y axis." + fixed_text(fixed)
+        "dotted: fp32. Each row shares its y axis."
     )
-    return FigureOutput("stability", "Training stability", caption, fig, notes)
