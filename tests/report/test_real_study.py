@@ -29,7 +29,7 @@ import pytest
 from suite.cli import main
 from suite.report import CURVE_COLUMNS, RESULT_COLUMNS, load_run_dirs
 from suite.report.claims import SPECS, VERDICTS
-from suite.report.figures import FIGURES, lr_stability
+from suite.report.figures import FIGURES, lr_stability, memory_frontier
 from suite.report.style import FIGURE_WIDTHS, FORMATS, figure_stem
 from suite.run.config import RunConfig, config_fields
 from suite.run.result import CONTRACT_FIELDS
@@ -59,8 +59,9 @@ wandb: {mode: disabled}
 """
 CRASH_PRECISION = "2"  # the thin study's trial that crashes mid-training
 
-# The study sweeps no learning rate: every figure but the lr-stress one is drawn.
-DRAWN = tuple(f for f in FIGURES if f is not lr_stability)
+# The study sweeps no learning rate and no width: every figure but the lr-stress one and the
+# equal-bytes one (which reads each resolution's curve over widths) is drawn.
+DRAWN = tuple(f for f in FIGURES if f not in (lr_stability, memory_frontier))
 
 
 class _Crash(Exception):
@@ -298,6 +299,7 @@ def test_report_md_records_command_commit_spec_and_rules(real):
         assert spec.test.interval_rule in md  # once, "as C1" for the claims that share it
     for make in DRAWN:
         assert f"figures/{make.__name__}.png" in md
+    assert "figure memory_frontier: not drawn, no width axis" in md  # and it says why
     assert "ERROR" not in md
     for link in re.findall(r"\]\(([^)]+)\)", md):
         assert (real["out"] / link).exists(), link
