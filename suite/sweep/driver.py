@@ -157,9 +157,9 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     if workers < 1:
         raise ValueError(f"--workers {workers}: must be an integer >= 1, as workers: in the "
                          "sweep file")
-    workers = cap_workers(workers)
     if n_trials is not None and n_trials < 0:
         raise ValueError(f"--n-trials {n_trials}: must be >= 0")
+    workers = cap_workers(workers)
     check_datasets(spec, keep=workers == 1)  # before the storage or runs/<study>/ exists
     offline = _wandb_offline(spec, runs_root)
     url = storage_url(spec, storage, runs_root)
@@ -195,20 +195,27 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     finally:
         restore_signals(previous_handlers)
         progress.close()
-    left = undone(study, spec)
-    summary: dict[str, Any] = {"study": spec.study, "storage": describe(url),
-                               "runs": str(Path(runs_root) / spec.study), "trials": state.slots,
-                               **_counts(study), "missing": left.total,
-                               "seconds": round(time.perf_counter() - start, 1)}
-    if left.total:
-        summary["undone"] = asdict(left)
-    if n_trials is not None:  # trials left for later by --n-trials are no failure
-        summary["n_trials_reached"] = counter.value >= n_trials
+    summary = {"study": spec.study, "storage": describe(url),
+               "runs": str(Path(runs_root) / spec.study), "trials": state.slots,
+               **_outcome(study, spec, n_trials, counter.value),
+               "seconds": round(time.perf_counter() - start, 1)}
     if interrupted:
         summary["interrupted"] = True
         summary["signal"] = signal.Signals(stop_signal()).name
         raise SweepInterrupted(summary, stop_signal())
     return summary
+
+
+def _outcome(study: optuna.Study, spec: SweepSpec, n_trials: int | None,
+             started: int) -> dict[str, Any]:
+    """The summary's counts: outcome per slot, and what is left of the spec (``undone_line``)."""
+    left = undone(study, spec)
+    outcome: dict[str, Any] = {**_counts(study), "missing": left.total}
+    if left.total:
+        outcome["undone"] = asdict(left)
+    if n_trials is not None:  # trials left for later by --n-trials are no failure
+        outcome["n_trials_reached"] = started >= n_trials
+    return outcome
 
 
 def undone_line(summary: dict[str, Any], argv: list[str]) -> str | None:
