@@ -193,18 +193,22 @@ def _init(mode: str, **kwargs: Any) -> Any:
 
 
 def start_run(*, mode: str, project: str, group: str, name: str, save_dir: Path,
-              config: dict[str, Any], tags: list[str]) -> Any:
+              config: dict[str, Any], tags: list[str], final_dir: Path | None = None) -> Any:
     """Start this run's W&B run; None when W&B is disabled. An online start that fails (no
     network, server down) falls back to offline instead of failing the run."""
     return start(mode=mode, save_dir=save_dir, project=project, group=group, name=name,
-                 config=config, tags=tags, job_type="train")
+                 config=config, tags=tags, job_type="train", final_dir=final_dir)
 
 
-def start(*, mode: str, save_dir: Path, job_type: str, **kwargs: Any) -> Any:
+def start(*, mode: str, save_dir: Path, job_type: str, final_dir: Path | None = None,
+          **kwargs: Any) -> Any:
     """A W&B run of ``job_type`` in ``save_dir/wandb/``; None when disabled. Online is decided
     once per process (``decide_mode``); an online start that fails anyway (the server went away)
-    logs this run and every later one of the process offline."""
-    mode = decide_mode(mode, save_dir)
+    logs this run and every later one of the process offline. ``final_dir``: where ``save_dir``
+    will be when the run ends (a run is written into a staged directory that is renamed), which
+    is the folder the ``wandb sync`` hint must name."""
+    shown = final_dir or save_dir
+    mode = decide_mode(mode, shown)
     if mode == "disabled":
         return None
     quiet_wandb_env()
@@ -215,7 +219,7 @@ def start(*, mode: str, save_dir: Path, job_type: str, **kwargs: Any) -> Any:
         try:
             return _init("online", **kwargs)
         except Exception as err:  # any failure to reach the server means offline
-            _online_failed(err, save_dir)
+            _online_failed(err, shown)
     return _init("offline", **kwargs)
 
 

@@ -392,6 +392,7 @@ def _train_into(config: RunConfig, prep: _Prepared, out: Path, final: Path,
     name = run_name or f"{config.model}/{config.dataset}/{config.precision}/s{config.seed}"
     run = start_run(mode=config.wandb_mode, project=config.wandb_project, group=config.group(),
                     name=name, save_dir=Path(wandb_dir) if wandb_dir else out,
+                    final_dir=Path(wandb_dir) if wandb_dir else final,
                     config={**config.to_dict(), **prep.facts},
                     tags=[config.model, config.precision, config.dataset, *config.tags])
     result: dict[str, Any] = {}  # set once result.json is written
