@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from suite.sweep.slots import slot_identity, slot_key
-from suite.sweep.storage import describe, rdb_url, storage_file, unreachable
+from suite.sweep.storage import StorageError, describe, rdb_url, storage_file, unreachable
 
 if TYPE_CHECKING:  # Optuna loads on first use: `bitsweep --help` reads GRACE_SECONDS from here
     import optuna
@@ -108,6 +108,9 @@ def queue_lock(url: str) -> Iterator[None]:
     if target is None:
         yield  # other servers: the WAITING -> RUNNING claim is still atomic
         return
+    if target.is_dir():  # refused before its lock file is made beside it: bad input leaves nothing
+        raise StorageError(f"storage {describe(url)}: {target} is a directory; give a file in it, "
+                           f"e.g. {target / 'optuna.db'}")
     lock_path = target.with_name(target.name + ".queue-lock")  # not ".lock": Optuna's journal uses it
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as fh:
