@@ -46,8 +46,9 @@ def damage_lines(trials: Iterable[Any], storage: str) -> list[str]:
     failed as damaged aside), with what to do about it on ``storage``."""
     from suite.sweep.storage import REPAIR_COMMAND, is_url
 
-    fix = ("it is left out of the report" if is_url(storage) else
-           f"`{REPAIR_COMMAND} {storage}` fails it so that its cell runs again")
+    fix = "its cell runs again at the next `bitsweep sweep` and the report leaves it out"
+    if not is_url(storage):
+        fix += f"; `{REPAIR_COMMAND} {storage}` fails it in the journal"
     return [f"trial {t.number} (cell {t.user_attrs.get('cell')}): its stored config and result "
             f"do not match their checksum (changed after they were written); {fix}"
             for t in trials

@@ -166,15 +166,21 @@ class _Slot:
 
     def outcome(self, *, retry_crashed: bool) -> str:
         """done | pending (waiting or running) | dead (not retried) | failed (retried when
-        ``retry_crashed``) | lost (its worker died: retried) | new (never queued)."""
+        ``retry_crashed``) | lost (its worker died: retried) | new (never queued, or its only
+        result is damaged: it fails its checksum)."""
         from optuna.trial import TrialState
 
-        states = {t.state for t in self.trials}
+        from suite.sweep.checksum import verify
+
+        # a finished trial whose stored outcome fails its checksum is damage, not a result
+        trials = [t for t in self.trials
+                  if not (t.state == TrialState.COMPLETE and verify(t.user_attrs) is False)]
+        states = {t.state for t in trials}
         if states & {TrialState.COMPLETE, TrialState.PRUNED}:
             return "done"
         if states & {TrialState.WAITING, TrialState.RUNNING}:
             return "pending"
-        failures = [t.user_attrs.get("failure", "crash") for t in self.trials]
+        failures = [t.user_attrs.get("failure", "crash") for t in trials]
         crashes, losses = failures.count("crash"), failures.count("lost")
         if crashes >= MAX_CRASHES or losses >= MAX_LOST:
             return "dead"

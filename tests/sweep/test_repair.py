@@ -287,3 +287,44 @@ def test_a_changed_digit_is_named_by_the_report_and_its_cell_runs_again(twelve, 
                                     for t in after.values())
     assert main(report) == 0
     assert "damaged" not in capsys.readouterr().err
+
+
+def test_a_changed_result_in_a_database_runs_its_cell_again(tmp_path, capsys, monkeypatch):
+    """A database has no repair-journal: the sweep itself does not count a result that fails its
+    checksum as done, so its cell runs again, and the report uses the new run only."""
+    import sqlite3
+
+    monkeypatch.setenv("CI", "true")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**REAL, "study": "db", "grid": {"model": ["fc"],
+                                                                    "precision": ["fp32", 1]}}))
+    db = tmp_path / "study.db"
+    sweep = ["sweep", str(spec), "--storage", f"sqlite:///{db}", "--runs", str(tmp_path / "runs"),
+             "--workers", "1", "--threads", "1"]
+    assert main(sweep) == 0
+    with sqlite3.connect(db) as con:
+        trial_id, value = con.execute("SELECT trial_id, value_json FROM trial_user_attributes "
+                                      "WHERE key = 'result' ORDER BY trial_id LIMIT 1").fetchone()
+        changed = re.sub(r'("test_acc": 0\.)(\d)',
+                         lambda m: m[1] + str((int(m[2]) + 1) % 10), value, count=1)
+        assert changed != value
+        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND "
+                    "key = 'result'", (changed, trial_id))
+    capsys.readouterr()
+
+    assert main(sweep) == 0
+    assert "its cell runs again at the next `bitsweep sweep`" in capsys.readouterr().err
+    trials = optuna.load_study(study_name="db", storage=f"sqlite:///{db}").get_trials()
+    done = collections.defaultdict(list)
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            done[t.user_attrs["slot"]].append(verify(t.user_attrs))
+    assert sorted(done.values()) == [[False, True], [True]]  # the damaged cell ran once more
+    assert main(["report", str(spec), "--storage", f"sqlite:///{db}", "--out",
+                 str(tmp_path / "reports"), "--formats", "png"]) == 0
+    with (tmp_path / "reports" / "db" / "results.csv").open() as fh:
+        import csv
+
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["status"] for r in rows) == ["ok", "ok", "retried"]  # damaged, run again
+    assert sorted(r["precision"] for r in rows if r["status"] == "ok") == ["1", "fp32"]
