@@ -8,6 +8,7 @@ same layers: ``fp32`` (quantisation off) and ``bnn`` (binary normalized, {0, 1},
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 # The papers name resolutions by their (rounded) bit count; "4.08" is paper 2's spelling of log2 17.
@@ -32,9 +33,11 @@ MAX_LEVELS = 257
 
 ACCEPTED_FORMS = (
     "'fp32', 'bnn', a bit label (1, 1.58, 2, 2.32, 3, 3.17, 4, 4.09/4.08), "
-    f"a level count 'N=<int>' with 2 <= N <= {MAX_LEVELS} (e.g. 'N=7'), or a bit budget k "
-    "with zero=true|false"
+    f"a level count 'N=<int>' with 2 <= N <= {MAX_LEVELS} (e.g. 'N=7'), or a bit budget "
+    "'bits=<k>,zero=true|false' (e.g. 'bits=2,zero=true' is N=5; a sweep's bits and zero axes)"
 )
+# 'bits=2,zero=true' or 'bits: 2, zero: true' (a sweep file's spelling, typed on a command line)
+_BUDGET = re.compile(r"bits\s*[=:]\s*(\d+)\s*,\s*zero\s*[=:]\s*(true|false)")
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,9 @@ def parse_resolution(value: object, zero: bool | None = None) -> Resolution:
         return BNN
     if text in LABELS:
         return levels(LABELS[text])
+    budget = _BUDGET.fullmatch(text)
+    if budget:
+        return from_bit_budget(int(budget[1]), budget[2] == "true")
     for prefix in ("n=", "levels="):
         if text.startswith(prefix):
             count = text[len(prefix):]

@@ -48,3 +48,19 @@ def test_bad_input_names_value_and_forms(bad):
 def test_bad_bit_budget(bad):
     with pytest.raises(ValueError, match="bit budget"):
         parse_resolution(bad, zero=False)
+
+
+@pytest.mark.parametrize(("text", "n"), [("bits=2,zero=true", 5), ("bits: 2, zero: true", 5),
+                                         ("bits=3, zero=false", 8), ("BITS=1,ZERO=TRUE", 3)])
+def test_a_bit_budget_has_a_one_string_form(text, n):
+    """What --precision's help offers: a sweep's bits/zero axes as one command-line value."""
+    assert parse_resolution(text).levels == n
+
+
+def test_the_command_line_takes_the_bit_budget_its_help_offers(capsys):
+    from suite.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--precision", "bits: 2, zero: true"])
+    assert config_from_args(args).precision == "2.32"
+    with pytest.raises(ValueError, match="bit budget"):
+        parse_resolution("bits=0,zero=true")
