@@ -29,11 +29,13 @@ def _install(session: nox.Session, extras: str) -> None:
     if stamp.exists() and stamp.read_text() == key:
         session.log("dependencies unchanged; skipping install")
         return
-    # pip's own output shows: a first install downloads for minutes and must not look hung.
+    # In a terminal pip's own output shows (a first install downloads for minutes and must not
+    # look hung); CI's log stays quiet.
+    quiet = bool(os.environ.get("CI"))
     session.log(f"installing {TORCH} first (a first run downloads it: a few minutes)")
-    session.install(TORCH, silent=False)
+    session.install(TORCH, silent=quiet)
     session.log("installing bitsweep and its dependencies")
-    session.install("-e", f".[{extras}]" if extras else ".", silent=False)
+    session.install("-e", f".[{extras}]" if extras else ".", silent=quiet)
     stamp.write_text(key)
 
 
