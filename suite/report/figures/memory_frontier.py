@@ -162,7 +162,8 @@ def memory_frontier(data: ReportData, width: float = style.DOUBLE_COLUMN_IN) -> 
             _panel(ax, pts[sel], win[wsel], pal)
             if narrow or len(cols) > 3:  # a panel under 2 in wide has room for decades only
                 ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0,)))
-            style.panel_title(ax, f"{fam}: {q}, keep_fp32 = {k}" if len(cols) > 1 else str(fam))
+            # two lines: one line of "family: quantiser, keep_fp32" runs into the next panel's
+            style.panel_title(ax, f"{fam}\n{q}, keep_fp32 = {k}" if len(cols) > 1 else str(fam))
             ax.set_xlabel("stored model (KiB)" if i == len(fams) - 1 else "")
             ax.set_ylabel(f"{acc_name(data)} (%)" if j == 0 else "")
     _legend(fig, labels)
