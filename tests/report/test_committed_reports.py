@@ -7,12 +7,13 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from suite.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDIES = ("default", "fashion-mnist", "stability")
+STUDIES = ("default", "fashion-mnist", "stability", "memory")
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -43,3 +44,25 @@ def _committed_bytes(path: Path) -> bytes:
     if path.is_file():
         return path.read_bytes()
     return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
+
+
+def test_committed_memory_study_compares_quantisers_at_equal_stored_bytes():
+    """The equal-memory study: two quantisers and both keep_fp32 values ran, each run's stored
+    bytes are its packed file's (what `bitsweep pack` reports), and every memory claim has a
+    decided row per family and quantiser, plus the pooled one."""
+    committed = ROOT / "reports" / "memory"
+    runs = pd.read_csv(committed / "results.csv")
+    assert (runs["state"] == "COMPLETE").all()
+    quantised = runs[~runs["precision"].astype(str).isin(["fp32", "bnn"])]
+    assert set(quantised["scale_rule"]) == {"gauss", "seq"}
+    assert set(runs["keep_fp32"]) == {"none", "ends"}
+    assert runs["packed_bytes"].notna().all()
+    assert (runs["stored_bytes"] == runs["packed_bytes"]).all()
+    claims = pd.read_csv(committed / "tables" / "claims.csv")
+    families = {f"{m} ({d})" for m, d in zip(runs["model"], runs["dataset"], strict=True)}
+    for claim in ("C1-mem", "C6", "C7"):
+        rows = claims[claims["id"].str.startswith(f"{claim} (")]
+        expected = {f"{claim} ({f}, scale_rule = {q})" for f in families for q in ("gauss", "seq")}
+        assert set(rows["id"]) == expected | {f"{claim} (pooled)"}, claim
+        assert not (rows["verdict"] == "not tested").any(), claim
+        assert rows["holds"].between(0, 1).all(), claim
