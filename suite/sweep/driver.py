@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
 from suite.sweep.checksum import damage_lines
@@ -36,9 +35,9 @@ from suite.sweep.progress import Progress
 from suite.sweep.queue import GRACE_SECONDS, queue_lock, storage_url, sync_queue, undone
 from suite.sweep.slots import slot_identity
 from suite.sweep.spec import SweepSpec
-from suite.sweep.storage import describe, redact, redact_all
+from suite.sweep.storage import describe, redact
 from suite.sweep.study import open_study
-from suite.sweep.studyspec import adopt_spec
+from suite.sweep.studyspec import record_spec
 from suite.sweep.trial import _epoch_callbacks, _monitor_metric, _read_curves, axis_params
 from suite.sweep.workers import (
     WorkerPlan,
@@ -56,12 +55,6 @@ from suite.sweep.workers import (
 # study, trial and workers; other modules and tests still import them from here.
 __all__ = ["SweepInterrupted", "WorkerPlan", "axis_params", "check_datasets", "open_study",
            "run_sweep", "work", "_epoch_callbacks", "_monitor_metric", "_read_curves"]
-
-
-def _spec_yaml(spec: SweepSpec) -> str:
-    if spec.path and Path(spec.path).is_file():
-        return redact(Path(spec.path).read_text())
-    return yaml.safe_dump(redact_all(spec.raw), sort_keys=False)
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
@@ -165,10 +158,7 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, storage: str | Non
     url = storage_url(spec, storage, runs_root)
     start = time.perf_counter()
     study = open_study(spec, url)
-    with queue_lock(url):  # before the spec attrs: a refused spec leaves the study as it was
-        adopt_spec(study, spec, _spec_yaml(spec), extend=extend, where=describe(url))
-    study.set_user_attr("spec", redact_all(spec.raw))  # a storage: URL's password stays out
-    study.set_user_attr("spec_yaml", _spec_yaml(spec))
+    record_spec(study, spec, url, extend=extend)
     with queue_lock(url):
         state = sync_queue(study, spec, retry_crashed=True, grace=grace)
     print(f"bitsweep: study {spec.study!r} in {describe(url)}: {state.slots} trials, "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -67,6 +68,32 @@ def adopt_spec(study: optuna.Study, spec: SweepSpec, spec_yaml: str, *, extend: 
     study.set_user_attr(SPEC_HASHES_ATTR, [*known, digest])
     study.set_user_attr(SPECS_ATTR, [*(attrs.get(SPECS_ATTR) or ()), spec_yaml])
     return bool(known)
+
+
+def record_spec(study: optuna.Study, spec: SweepSpec, url: str, *, extend: bool) -> bool:
+    """Adopt ``spec`` under the storage's queue lock (OtherSpec when the study holds another and
+    ``extend`` is off; the study is then left as it was) and record it as the study's current
+    spec. Every path that adds runs to a study (a sweep, a W&B agent's run) calls this first."""
+    from suite.sweep.queue import queue_lock
+    from suite.sweep.storage import describe, redact_all
+
+    text = spec_yaml(spec)
+    with queue_lock(url):
+        added = adopt_spec(study, spec, text, extend=extend, where=describe(url))
+    study.set_user_attr("spec", redact_all(spec.raw))  # a storage: URL's password stays out
+    study.set_user_attr("spec_yaml", text)
+    return added
+
+
+def spec_yaml(spec: SweepSpec) -> str:
+    """The sweep file as written (comments kept), or its parsed form; passwords redacted."""
+    import yaml
+
+    from suite.sweep.storage import redact, redact_all
+
+    if spec.path and Path(spec.path).is_file():
+        return redact(Path(spec.path).read_text())
+    return yaml.safe_dump(redact_all(spec.raw), sort_keys=False)
 
 
 def _refusal(study: optuna.Study, spec: SweepSpec, where: str) -> str:

@@ -155,16 +155,21 @@ def agent_run(spec_path: str | Path, extra: list[str], *, runs_root: Path = Path
     from suite.run.train import train
     from suite.sweep.driver import _monitor_metric, _read_curves, open_study
     from suite.sweep.queue import storage_url
+    from suite.sweep.studyspec import record_spec
 
     spec = load_spec(spec_path)
     given = parse_agent_args(extra)
     config, cell = config_for(spec, given)
+    url = storage_url(spec, storage, Path(runs_root))
+    study = open_study(spec, url)
+    # before training: an agent started from another sweep file under the same study name is
+    # refused as `bitsweep sweep` would refuse it, not merged into the study
+    record_spec(study, spec, url, extend=False)
     study_dir = Path(runs_root) / spec.study
     run_id = os.environ.get("WANDB_RUN_ID") or f"{int(time.time() * 1000):x}"
     run_dir = study_dir / "wandb-sweep" / run_id
     result = train(config, run_dir, wandb_dir=study_dir, run_name=f"{spec.study}/{run_id}",
                    progress=False)
-    study = open_study(spec, storage_url(spec, storage, Path(runs_root)))
     value = result.get(spec.metric)
     ok = isinstance(value, (int, float)) and math.isfinite(value)
     curves = _read_curves(run_dir / CURVES_NAME)

@@ -17,6 +17,8 @@ from suite.cli import main
 from suite.sweep.checksum import verify
 from suite.sweep.spec import SpecError, load_spec
 from suite.sweep.storage import open_storage
+from suite.sweep.study import open_study
+from suite.sweep.studyspec import SPEC_HASHES_ATTR, record_spec, spec_hash
 from suite.sweep.wandb import config_for, wandb_sweep_configs
 
 ROOT = Path(__file__).parents[2]
@@ -92,6 +94,7 @@ def test_agent_command_trains_the_same_result_as_bitsweep_train(tmp_path, write_
     (trial,) = study.trials
     assert trial.user_attrs["result"]["val_acc"] == agent["val_acc"]
     assert trial.user_attrs["source"] == "wandb-agent"
+    assert study.user_attrs[SPEC_HASHES_ATTR] == [spec_hash(load_spec(spec_path))]
     assert verify(trial.user_attrs) is True  # its result carries the checksum the report checks
     assert list((runs / "wb" / "wandb").glob("offline-run-*"))
     # its grid values as params and its objective per epoch, as a sweep trial has them, so
@@ -180,3 +183,22 @@ def test_a_value_quoted_in_the_sweep_file_is_found_when_the_agent_passes_it_bare
     assert config.precision == "1.58" and cell == spec.key(spec.cells[0])
     with pytest.raises(SpecError, match="precision=2.5"):
         config_for(spec, parse_agent_args(["--model=fc", "--precision=2.5", "--seed=0"]))
+
+
+def test_an_agent_of_another_sweep_file_under_the_same_study_is_refused_before_training(
+        tmp_path, write_spec, capsys):
+    """A W&B agent started from a sweep file whose grid differs from the study's is refused as
+    `bitsweep sweep` refuses it (exit 2, the two ways on named), before anything trains."""
+    runs = tmp_path / "runs"
+    first = load_spec(write_spec(RAW))
+    url = str(runs / "wb" / "optuna.journal")
+    record_spec(open_study(first, url), first, url, extend=False)
+    other = write_spec({**RAW, "grid": {**RAW["grid"], "seed": [0, 1, 2]}}, name="other.yaml")
+    code = main(["agent-run", str(other), "--runs", str(runs),
+                 "--model=fc", "--bits=1", "--zero=False", "--seed=2"])
+    assert code == 2
+    assert "--extend" in capsys.readouterr().err
+    assert not (runs / "wb" / "wandb-sweep").exists()  # nothing trained
+    study = optuna.load_study(study_name="wb", storage=open_storage(url))
+    assert study.trials == []
+    assert study.user_attrs[SPEC_HASHES_ATTR] == [spec_hash(first)]
