@@ -39,6 +39,11 @@ from suite.run.files import CONFIG_NAME, PACKED_NAME, SPEC_NAME, WEIGHTS_NAME
 RUN_FILES = (SPEC_NAME, WEIGHTS_NAME)  # what pack needs; config.json rides along if there
 
 
+# The header key under which BitsweepQAT (suite/run/qat.py) records how a user's module was
+# quantised; such a file holds no model spec.
+QAT_META_KEY = "bitsweep_qat"
+
+
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -148,6 +153,10 @@ def _packed_path(file: str | os.PathLike[str]) -> Path:
 
 def _spec_of(meta: dict[str, Any], source: Path) -> dict[str, Any]:
     spec = meta.get("model_spec")
+    if not isinstance(spec, dict) and QAT_META_KEY in meta:
+        raise PackError(f"{source}: written by BitsweepQAT for a user's own module, whose "
+                        "architecture the file does not hold; load it in Python with "
+                        "suite.BitsweepQAT.load(path, module), the module built as for the fit")
     if not isinstance(spec, dict):
         raise PackError(f"{source}: the header has no model_spec, so the architecture is unknown "
                         f"(files from `bitsweep pack` and `bitsweep train` carry one)")

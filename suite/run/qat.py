@@ -42,14 +42,14 @@ import torch
 from torch import nn
 
 from suite.pack.format import PackError, packed_to_model, read_packed, save_packed
-from suite.pack.rundir import PACKED_NAME
+from suite.pack.rundir import PACKED_NAME, QAT_META_KEY
 from suite.quant.layers import QuantMixin
 from suite.quant.policy import check_keep_fp32, rule_strings
 from suite.quant.resolution import parse_resolution
 from suite.quant.scale import DEFAULT_SCALE_RULE, ScaleRule, get_scale_rule
 from suite.run.meter import STABILITY_CURVES, StabilityMeter
 
-META_KEY = "bitsweep_qat"  # the packed file's record of how the module was quantised
+META_KEY = QAT_META_KEY  # the packed file's record of how the module was quantised
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from suite import BitsweepQAT
+from suite.cli import main
 from suite.pack.format import read_packed
 from suite.quant import QuantMixin
 
@@ -76,7 +77,7 @@ def _metrics(trainer: L.Trainer) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_two_bit_fit_quantises_logs_curves_and_packs(tmp_path) -> None:
+def test_two_bit_fit_quantises_logs_curves_and_packs(tmp_path, capsys) -> None:
     callback = BitsweepQAT("2", track_oscillation=True)
     trainer, module = _fit(tmp_path, callback)
 
@@ -118,6 +119,9 @@ def test_two_bit_fit_quantises_logs_curves_and_packs(tmp_path) -> None:
     with torch.no_grad():
         assert torch.allclose(rebuilt(x), module(x), atol=1e-5)
     assert all(m.frozen for m in rebuilt.modules() if isinstance(m, QuantMixin))
+    # `bitsweep unpack` has no architecture to build it from: it says how to load it instead
+    assert main(["unpack", str(path)]) == 2
+    assert "BitsweepQAT.load" in capsys.readouterr().err
 
 
 def test_learned_steps_are_in_the_modules_optimiser_and_train(tmp_path) -> None:
