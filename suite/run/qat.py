@@ -49,8 +49,6 @@ from suite.quant.resolution import parse_resolution
 from suite.quant.scale import DEFAULT_SCALE_RULE, ScaleRule, get_scale_rule
 from suite.run.meter import STABILITY_CURVES, StabilityMeter
 
-META_KEY = QAT_META_KEY  # the packed file's record of how the module was quantised
-
 
 @dataclass(frozen=True)
 class QATSettings:
@@ -178,7 +176,7 @@ class BitsweepQAT(L.Callback):
             return
         net = self.network(pl_module)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {META_KEY: self.settings.as_dict(),
+        meta = {QAT_META_KEY: self.settings.as_dict(),
                 "module": f"{type(net).__module__}.{type(net).__qualname__}"}
         save_packed(net, path, meta)
         self.packed_path = path
@@ -188,9 +186,9 @@ class BitsweepQAT(L.Callback):
         """``module`` (freshly built, as the fit's network was) quantised as the packed file
         records and loaded with its stored grid values; quantised layers frozen, eval mode."""
         packed = read_packed(path)
-        recorded = packed.meta.get(META_KEY)
+        recorded = packed.meta.get(QAT_META_KEY)
         if not isinstance(recorded, dict):
-            raise PackError(f"{path}: not written by BitsweepQAT (no {META_KEY!r} in its header)")
+            raise PackError(f"{path}: not written by BitsweepQAT (no {QAT_META_KEY!r} in its header)")
         settings = QATSettings(**{**recorded, "layers": tuple(recorded.get("layers", ()))})
         settings.quantize(module)
         return packed_to_model(packed, lambda meta: module)
